@@ -1,0 +1,126 @@
+"""Every error the runtime raises on purpose, in one tree.
+
+    NexoError                      root; `str(err)` is the operator's message
+    ├── ConfigError                one problem in one config file (file, path, detail)
+    │   └── ConfigErrors           all problems of one load, reported together
+    ├── PreflightError             the host is not fit to run (data dir, disk)
+    ├── LockHeldError              another runtime owns the data dir
+    ├── MessageDecodeError         bytes that are not a valid event / frame
+    ├── BusError                   broker side
+    │   ├── SubjectError           not a valid NATS subject / pattern
+    │   ├── PayloadTooLargeError   over broker.limits.max_payload
+    │   └── IntakePausedError      disk queue full: new work is refused, not dropped
+    ├── StoreError                 broker.db cannot be opened / written
+    │   └── DeadLetterNotFoundError
+    ├── WorkerError                an agent worker process failed to start / answer
+    ├── DelegationError            agent-to-agent routing refused or timed out
+    ├── ControlError               the CLI cannot talk to the daemon
+    │   └── DaemonNotRunningError
+    └── SidecarError               the health/metrics server cannot start
+
+Each message names the file, field, path or port involved and says what the
+operator should do next; callers print `str(err)` and exit, no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NexoError(Exception):
+    """Root of every error the runtime raises deliberately."""
+
+
+class ConfigError(NexoError):
+    """One configuration problem, located by file and field path."""
+
+    def __init__(self, file: str, path: str, detail: str) -> None:
+        self.file = file
+        self.path = path
+        self.detail = detail
+        where = f"{file}: {path}" if path else file
+        super().__init__(f"{where}: {detail}")
+
+
+class ConfigErrors(NexoError):
+    """Every problem found while loading a configuration directory."""
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors: list[ConfigError] = list(errors)
+        lines = "\n".join(f"  {e}" for e in self.errors)
+        n = len(self.errors)
+        super().__init__(f"configuration is invalid ({n} error{'s' if n != 1 else ''}):\n{lines}")
+
+
+class PreflightError(NexoError):
+    """The host is not fit to run the runtime (data dir, free disk)."""
+
+
+class LockHeldError(NexoError):
+    """Another live runtime holds the data directory's lock."""
+
+    def __init__(self, lock_path: str, pid: int, detail: str = "") -> None:
+        self.lock_path = lock_path
+        self.pid = pid
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"{lock_path} is held by a running nexo, pid {pid}{extra}; stop it "
+            f"(nexo stop, or kill {pid}) or start without --no-takeover to replace it"
+        )
+
+
+class MessageDecodeError(NexoError):
+    """Bytes that do not decode into the expected message type."""
+
+
+class BusError(NexoError):
+    """Broker-side failure."""
+
+
+class SubjectError(BusError):
+    """Not a valid NATS subject (or subscription pattern)."""
+
+
+class PayloadTooLargeError(BusError):
+    """An event bigger than `broker.limits.max_payload`."""
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event on {topic} is {size} bytes, over broker.limits.max_payload ({limit} bytes); "
+            "send a smaller payload or raise the limit in broker.yaml (and the server's max_payload)"
+        )
+
+
+class IntakePausedError(BusError):
+    """New inbound work refused because the disk queue is at `max_pending`."""
+
+
+class StoreError(NexoError):
+    """The queue database cannot be opened or written."""
+
+
+class DeadLetterNotFoundError(StoreError):
+    """`nexo dlq replay <id>` named an id that is not in dead_letters."""
+
+
+class WorkerError(NexoError):
+    """An agent worker process failed to start or stopped answering."""
+
+
+class DelegationError(NexoError):
+    """Agent-to-agent routing refused (not allowed) or timed out."""
+
+
+class ControlError(NexoError):
+    """The CLI could not complete a request to the running daemon."""
+
+
+class DaemonNotRunningError(ControlError):
+    """No daemon answers on the control socket."""
+
+
+class SidecarError(NexoError):
+    """The health/metrics server could not start."""
