@@ -1,0 +1,1 @@
+"""Agent worker processes: sizing, the parent-side host actor, the child runtime."""
