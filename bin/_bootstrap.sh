@@ -23,8 +23,10 @@ find_python() {
 }
 
 wanted_stamp() {
-    # What the venv must have been built from: dependency files + interpreter.
-    cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
+    # What the venv must have been built from: the package metadata and the
+    # build system (tool settings in pyproject.toml do not need a reinstall).
+    { cat "$ROOT/setup.cfg"; sed -n '/^\[build-system\]/,/^\[/p' "$ROOT/pyproject.toml"; } \
+        | sha256sum | cut -d' ' -f1
 }
 
 venv_ok() {
@@ -48,9 +50,12 @@ ensure_venv() {
     if ! venv_ok "$extras"; then
         local py
         py="$(find_python)" || exit 1
-        echo "nexo: setting up $VENV with $("$py" --version 2>&1) (first run or dependencies changed)..." >&2
-        rm -rf "$VENV"
-        "$py" -m venv "$VENV"
+        if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+            echo "nexo: creating $VENV with $("$py" --version 2>&1) (first run)..." >&2
+            rm -rf "$VENV"
+            "$py" -m venv "$VENV"
+        fi
+        echo "nexo: installing nexo_actors${extras:+[$extras]} into $VENV..." >&2
         local target="$ROOT"
         [ -n "$extras" ] && target="$ROOT[$extras]"
         # pip's own chatter goes to a log; it is shown only when the install fails.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -428,3 +429,107 @@ def decode_reply(data: bytes) -> ReplyUnion:
     except msgspec.DecodeError as exc:
         raise MessageDecodeError(f"invalid control reply: {exc}") from exc
     return reply
+
+
+# --- QueueStore commands (in-process only, never encoded) ---------------------
+# Writes are told and group-committed; `done(result, error)` runs on the
+# store's thread after the transaction, so callers never block the store and
+# the store never blocks on them. Reads are asked and answered directly.
+
+StoreDone = Callable[[Any, BaseException | None], None]
+
+
+class StoreCommand(Message, frozen=True, kw_only=True):
+    done: StoreDone | None = None
+
+
+class EnqueuePending(StoreCommand, frozen=True, kw_only=True):
+    """Make an event durable in pending_events (NATS away or failing)."""
+
+    id: str
+    topic: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+
+
+class JournalInbound(StoreCommand, frozen=True, kw_only=True):
+    """Record an accepted inbound event for each agent before dispatch.
+
+    Result: the agent ids for which the row is new (a known id is a duplicate).
+    """
+
+    event_id: str
+    agents: list[str]
+    topic: str
+    payload: bytes
+
+
+class CompleteInbound(StoreCommand, frozen=True, kw_only=True):
+    """Mark an inbox row done; with `enqueue`, in the same transaction as queuing the reply."""
+
+    event_id: str
+    agent_id: str
+    enqueue: EnqueuePending | None = None
+
+
+class CountRedelivery(StoreCommand, frozen=True, kw_only=True):
+    """An open inbox row is dispatched again; result: its new attempt count.
+
+    At `max_attempts` the row is closed and its event moved to dead letters,
+    so an event that kills its worker every time cannot crash-loop forever.
+    """
+
+    event_id: str
+    agent_id: str
+    max_attempts: int
+
+
+class RecordDeadLetter(StoreCommand, frozen=True, kw_only=True):
+    """An event that can never be delivered (poison body, too large)."""
+
+    id: str
+    topic: str
+    payload: bytes
+    reason: str
+    category: str
+    attempts: int = 0
+
+
+class FetchPending(StoreCommand, frozen=True, kw_only=True):
+    """Read: the oldest `limit` pending rows, FIFO by enqueue order."""
+
+    limit: int
+
+
+class DrainOutcome(StoreCommand, frozen=True, kw_only=True):
+    """Result of one drain batch: delete delivered, count failures, dead-letter poison."""
+
+    delivered: list[str]
+    failed: list[tuple[str, str]] = []
+    undecodable: list[tuple[str, str]] = []
+
+
+class OpenInbox(StoreCommand, frozen=True, kw_only=True):
+    """Read: unfinished inbox rows (for boot and for a dead worker's agents)."""
+
+    agent_ids: list[str] | None = None
+    limit: int = 100000
+
+
+class Refresh(StoreCommand, frozen=True, kw_only=True):
+    """Read: notice writes by other processes (`nexo dlq replay`), prune old done rows."""
+
+
+class StoreStatsRequest(StoreCommand, frozen=True, kw_only=True):
+    """Read: depths and counters for state records and /ready."""
+
+
+class StoreStats(Message, frozen=True, kw_only=True):
+    pending: int
+    dead_letters: int
+    inbox_open: int
+    enqueued_total: int
+    drained_total: int
+    dead_lettered_total: int
+    max_pending: int
+    path: str

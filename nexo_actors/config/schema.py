@@ -92,6 +92,13 @@ class Persistence(Schema, frozen=True):
     busy_timeout: Duration = Duration(5.0)
     # Group commit: writes waiting together share one transaction, up to this many.
     max_batch: int = 1000
+    # FULL: a commit survives power loss; NORMAL (WAL): survives a crash of
+    # the process, may lose the last commits on power loss, costs fewer fsyncs.
+    synchronous: Literal["full", "normal"] = "full"
+    # Finished inbox rows are kept this long to recognise a redelivered
+    # duplicate of an event already answered.
+    inbox_retention: Duration = Duration(86400.0)
+    prune_interval: Duration = Duration(60.0)
 
 
 class Limits(Schema, frozen=True):
@@ -123,6 +130,12 @@ class Broker(Schema, frozen=True):
     flush_timeout: Duration = Duration(2.0)
     drain_batch: int = 100
     max_attempts: int = 3
+    # How often the bridge checks the link, retries the drain and notices
+    # queue rows written by `nexo dlq replay`.
+    tick_interval: Duration = Duration(0.5)
+    refresh_interval: Duration = Duration(2.0)
+    # Longest wait for the queue store to answer a read.
+    store_timeout: Duration = Duration(10.0)
     # Slow-down for producers above half of max_pending, at most this much.
     max_slowdown: Duration = Duration(0.5)
     auth: BrokerAuth = BrokerAuth()
@@ -155,6 +168,9 @@ class Provider(Schema, frozen=True):
     api_key: str = ""
     group_id: str = ""
     base_url: str = ""
+    # OAuth client of providers that sign in instead of using an API key.
+    client_id: str = ""
+    client_secret: str = ""
     rate_limit: RateLimit = RateLimit()
 
     def flavor(self, name: str) -> str:

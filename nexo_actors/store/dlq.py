@@ -1,0 +1,74 @@
+"""`nexo dlq`: read and repair dead letters, beside a running daemon or not.
+
+Each operation is one short transaction on its own connection (WAL readers
+never block the daemon; writers wait up to the busy timeout). Replayed rows
+go back to pending_events with attempts 0 at the tail of the queue; a running
+daemon notices the foreign commit on its next refresh and drains them, a
+stopped one drains them at its next boot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nexo_actors.errors import DeadLetterNotFoundError
+from nexo_actors.store.db import DeadLetterRow, now_ms, open_db, query
+
+
+def list_dead_letters(path: Path, limit: int | None = None) -> list[DeadLetterRow]:
+    conn = open_db(path, create=False)
+    try:
+        sql = ("SELECT id, topic, payload, failed_at, reason, attempts FROM dead_letters"
+               " ORDER BY failed_at, id")
+        rows = query(conn, sql + " LIMIT ?", (limit,)) if limit else query(conn, sql)
+        return [DeadLetterRow(*r) for r in rows]
+    finally:
+        conn.close()
+
+
+def replay(path: Path, ids: list[str] | None) -> int:
+    """Move the named dead letters (all when `ids` is None) back to pending_events."""
+    conn = open_db(path, create=False)
+    try:
+        with conn:
+            if ids is None:
+                selected = [r[0] for r in query(conn, "SELECT id FROM dead_letters ORDER BY failed_at, id")]
+            else:
+                missing = [i for i in ids
+                           if not query(conn, "SELECT 1 FROM dead_letters WHERE id = ?", (i,))]
+                if missing:
+                    raise DeadLetterNotFoundError(
+                        f"no dead letter with id {', '.join(missing)} in {path}; "
+                        "see `nexo dlq list` for the ids")
+                selected = ids
+            for id_ in selected:
+                conn.execute(
+                    "INSERT INTO pending_events (id, topic, payload, headers, enqueued_at, seq, attempts)"
+                    " SELECT id, topic, payload, headers, ?,"
+                    " (SELECT IFNULL(MAX(seq), 0) + 1 FROM pending_events), 0"
+                    " FROM dead_letters WHERE id = ?"
+                    " ON CONFLICT (id) DO UPDATE SET attempts = 0, last_error = NULL",
+                    (now_ms(), id_))
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
+                # A dead letter of an agent that never finished an event is named
+                # "<event id>:<agent id>"; reopen its journal entry so the agent
+                # accepts the event again instead of skipping it as done.
+                event_id, sep, agent_id = id_.rpartition(":")
+                if sep:
+                    conn.execute("DELETE FROM inbox WHERE id = ? AND agent_id = ?",
+                                 (event_id, agent_id))
+        return len(selected)
+    finally:
+        conn.close()
+
+
+def purge(path: Path) -> int:
+    """Delete every dead letter; returns how many."""
+    conn = open_db(path, create=False)
+    try:
+        with conn:
+            count = int(query(conn, "SELECT COUNT(*) FROM dead_letters")[0][0])
+            conn.execute("DELETE FROM dead_letters")
+        return count
+    finally:
+        conn.close()
