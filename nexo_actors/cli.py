@@ -12,12 +12,16 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nexo_actors import __version__
-from nexo_actors.config import load_config
+from nexo_actors.config import Config, load_config
 from nexo_actors.config.redact import redacted_dump
 from nexo_actors.errors import ConfigErrors, NexoError
+from nexo_actors.extensions.discovery import discover
+from nexo_actors.extensions.listing import exit_code, render_table, to_json
+from nexo_actors.store.dlq import list_dead_letters, purge, replay
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -48,6 +52,66 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """Load the config for a command; ConfigErrors propagate as an operator message."""
+    return load_config(args.config)
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    rows = list_dead_letters(_config(args).queue_db, args.limit)
+    if args.json:
+        print(json.dumps({"dead_letters": [
+            {"id": r.id, "topic": r.topic, "failed_at": rfc3339(r.failed_at), "reason": r.reason,
+             "attempts": r.attempts, "payload_bytes": len(r.payload)} for r in rows]}))
+        return EXIT_OK
+    table = [("ID", "TOPIC", "FAILED_AT", "REASON")]
+    table += [(r.id, r.topic, rfc3339(r.failed_at), r.reason) for r in rows]
+    print(format_table(table))
+    if not rows:
+        print("(no dead letters)")
+    return EXIT_OK
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    if not args.all and not args.ids:
+        print("nexo: dlq replay needs an id (see `nexo dlq list`) or --all", file=sys.stderr)
+        return EXIT_USAGE
+    moved = replay(_config(args).queue_db, None if args.all else args.ids)
+    print(f"replayed {moved} dead letter{'s' if moved != 1 else ''} to pending_events "
+          "(a running nexo drains them within seconds; a stopped one at its next start)")
+    return EXIT_OK
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print("nexo: dlq purge deletes every dead letter; run it again with --yes", file=sys.stderr)
+        return EXIT_FAILURE
+    count = purge(_config(args).queue_db)
+    print(f"purged {count} dead letter{'s' if count != 1 else ''}")
+    return EXIT_OK
+
+
+def cmd_ext_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    found = discover(config.extensions, config.cwd)
+    if args.json:
+        print(json.dumps(to_json(found)))
+    else:
+        print(render_table(found))
+    return exit_code(found)
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexo",
@@ -69,6 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true",
                    help="print the resolved configuration with secrets as ***")
     p.set_defaults(func=cmd_check_config)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, replay, purge").add_subparsers(
+        title="dlq commands", metavar="ACTION", required=True)
+    p = dlq.add_parser("list", help="list dead letters (id, topic, failed_at, reason)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser("replay", help="move dead letters back to the queue (attempts reset to 0)")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="replay every dead letter")
+    p.set_defaults(func=cmd_dlq_replay)
+    p = dlq.add_parser("purge", help="delete every dead letter (needs --yes)")
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p.set_defaults(func=cmd_dlq_purge)
+
+    ext = sub.add_parser("ext", help="extensions").add_subparsers(
+        title="ext commands", metavar="ACTION", required=True)
+    p = ext.add_parser("list", help="discovered extensions and their status")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_ext_list)
     return parser
 
 

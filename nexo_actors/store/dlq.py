@@ -16,6 +16,8 @@ from nexo_actors.store.db import DeadLetterRow, now_ms, open_db, query
 
 
 def list_dead_letters(path: Path, limit: int | None = None) -> list[DeadLetterRow]:
+    if not path.exists():  # the runtime never started here: nothing has failed yet
+        return []
     conn = open_db(path, create=False)
     try:
         sql = ("SELECT id, topic, payload, failed_at, reason, attempts FROM dead_letters"
@@ -28,6 +30,11 @@ def list_dead_letters(path: Path, limit: int | None = None) -> list[DeadLetterRo
 
 def replay(path: Path, ids: list[str] | None) -> int:
     """Move the named dead letters (all when `ids` is None) back to pending_events."""
+    if not path.exists():
+        if ids:
+            raise DeadLetterNotFoundError(f"no dead letter with id {', '.join(ids)}: {path} "
+                                          "does not exist yet")
+        return 0
     conn = open_db(path, create=False)
     try:
         with conn:
@@ -64,6 +71,8 @@ def replay(path: Path, ids: list[str] | None) -> int:
 
 def purge(path: Path) -> int:
     """Delete every dead letter; returns how many."""
+    if not path.exists():
+        return 0
     conn = open_db(path, create=False)
     try:
         with conn:
