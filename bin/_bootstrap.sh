@@ -55,6 +55,11 @@ ensure_venv() {
             rm -rf "$VENV"
             "$py" -m venv "$VENV"
         fi
+        # Keep extras an earlier install added: bin/nexo must not strip the
+        # test tools out from under a running bin/test.
+        if [ -z "$extras" ] && [ -f "$STAMP" ]; then
+            extras="$(sed -n 2p "$STAMP")"
+        fi
         echo "nexo: installing nexo_actors${extras:+[$extras]} into $VENV..." >&2
         local target="$ROOT"
         [ -n "$extras" ] && target="$ROOT[$extras]"

@@ -45,18 +45,24 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def parse_level(env: Mapping[str, str]) -> int:
+    """The root level from LOG_LEVEL (else RUST_LOG); INFO when neither names one."""
     raw = env.get("LOG_LEVEL") or env.get("RUST_LOG") or "info"
-    # RUST_LOG style: comma-separated directives; a bare level is the default.
+    # RUST_LOG style: comma-separated directives. A `nexo=LEVEL` directive wins
+    # wherever it stands (`info,nexo=debug` means debug for us, as in
+    # env_logger); otherwise the last bare level is the default.
+    ours: int | None = None
+    default: int | None = None
     for directive in raw.split(","):
         directive = directive.strip().lower()
         if "=" in directive:
             target, _, level = directive.partition("=")
-            if target in ("nexo", "nexo_actors") and level in _RUST_LEVELS:
-                return _RUST_LEVELS[level]
-            continue
-        if directive in _RUST_LEVELS:
-            return _RUST_LEVELS[directive]
-    return logging.INFO
+            if target.strip() in ("nexo", "nexo_actors") and level.strip() in _RUST_LEVELS:
+                ours = _RUST_LEVELS[level.strip()]
+        elif directive in _RUST_LEVELS:
+            default = _RUST_LEVELS[directive]
+    if ours is not None:
+        return ours
+    return default if default is not None else logging.INFO
 
 
 def is_production(env: Mapping[str, str]) -> bool:
@@ -69,18 +75,26 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        secrets = _secrets
         doc: dict[str, object] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage(), secrets),
         }
+        # Values are scrubbed before encoding: json.dumps escapes quotes and
+        # backslashes, so a secret holding one would no longer match afterwards.
         for key, value in _fields(record).items():
-            doc[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+            if isinstance(value, str):
+                doc[key] = scrub(value, secrets)
+            elif isinstance(value, int | float | bool | type(None)):
+                doc[key] = value
+            else:
+                doc[key] = scrub(str(value), secrets)
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(doc, ensure_ascii=False), _secrets)
+            doc["exc"] = scrub(self.formatException(record.exc_info), secrets)
+        return json.dumps(doc, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

@@ -40,15 +40,21 @@ def host_path_hint(path: Path) -> str:
 
 def _not_writable(path: Path, data_dir: Path) -> PreflightError:
     uid = os.getuid()
-    label = f"data directory {path}" if path == data_dir else f"{path} in the data directory"
     try:
         st = path.stat()
         detail = f" (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
     except OSError:
         detail = ""
+    host = host_path_hint(data_dir)
+    if path != data_dir and not path.is_relative_to(data_dir):
+        # `path` is an existing parent: the data directory itself is missing.
+        return PreflightError(
+            f"cannot create data directory {data_dir}: {path} is not writable by uid {uid}"
+            f"{detail}; on the host: sudo mkdir -p {host} && sudo chown -R {uid} {host}"
+        )
+    label = f"data directory {path}" if path == data_dir else f"{path} in the data directory"
     return PreflightError(
-        f"{label} is not writable by uid {uid}{detail}; "
-        f"on the host: sudo chown -R {uid} {host_path_hint(data_dir)}"
+        f"{label} is not writable by uid {uid}{detail}; on the host: sudo chown -R {uid} {host}"
     )
 
 
@@ -94,7 +100,9 @@ def run_preflight(config: Config) -> PreflightReport:
     data_dir = config.data_dir
     ensure_writable_dir(data_dir, data_dir)
     for sub in (config.run_dir, config.queue_db.parent):
-        ensure_writable_dir(sub, data_dir)
+        # The queue may live outside the data dir (broker.persistence.path);
+        # then it is its own root in messages.
+        ensure_writable_dir(sub, data_dir if sub.is_relative_to(data_dir) else sub)
     free = shutil.disk_usage(data_dir).free
     minimum = config.runtime.preflight.min_free_disk
     if free < minimum:

@@ -18,6 +18,7 @@ import yaml
 from nexo_actors.bus.subjects import inbound_subjects, validate_pattern
 from nexo_actors.config import schema as s
 from nexo_actors.config.interpolate import Interpolator
+from nexo_actors.config.redact import scrub
 from nexo_actors.config.validate import convert
 from nexo_actors.errors import ConfigError, ConfigErrors, SubjectError
 
@@ -162,7 +163,16 @@ def load_config(
         agent_files.append((name, tree, value))
 
     _, broker = loader.file("broker.yaml", s.BrokerFile, required=True)
-    llm_name, llm = loader.file("llm.yaml", s.LlmFile, required=True)
+    # llm.yaml is read by hand to keep its provider names even when another of
+    # its fields is wrong, so agents naming an unknown provider are still reported.
+    llm_name, llm, provider_names = loader.name(root / "llm.yaml"), None, None
+    llm_loaded = loader.read("llm.yaml", required=True)
+    if llm_loaded is not None:
+        llm_name, llm_tree = llm_loaded
+        llm, errs = convert(llm_tree, s.LlmFile, llm_name)
+        loader.errors.extend(errs)
+        if isinstance(llm_tree.get("providers"), dict):
+            provider_names = {str(k) for k in llm_tree["providers"]}
     _, memory = loader.file("memory.yaml", s.MemoryFile, required=True)
     _, extensions = loader.file("extensions.yaml", s.ExtensionsFile, required=False)
     runtime_name, runtime = loader.file("runtime.yaml", s.RuntimeFile, required=False)
@@ -172,13 +182,15 @@ def load_config(
     raw_agents = [(name, i, a) for name, tree, _ in agent_files
                   for i, a in enumerate(tree.get("agents") or [] if isinstance(tree, dict) else [])
                   if isinstance(a, dict)]
-    errors += _check_agents(raw_agents, llm, llm_name)
+    errors += _check_agents(raw_agents, llm, llm_name, provider_names)
     if broker is not None:
         errors += _check_broker(broker.broker, loader.name(root / "broker.yaml"), interp)
     if runtime is not None:
         errors += _check_runtime(runtime, runtime_name)
     if errors:
-        raise ConfigErrors(errors)
+        # A resolved secret can reach a message through a wrong value
+        # (`invalid value '<secret>'`); error messages must never carry one.
+        raise ConfigErrors(_without_secrets(errors, interp.secret_values))
     assert broker is not None and llm is not None and memory is not None
     return Config(
         source=root,
@@ -194,6 +206,14 @@ def load_config(
     )
 
 
+def _without_secrets(errors: list[ConfigError], secrets: set[str]) -> list[ConfigError]:
+    clean: list[ConfigError] = []
+    for e in errors:
+        detail = scrub(e.detail, secrets)
+        clean.append(e if detail == e.detail else ConfigError(e.file, e.path, detail))
+    return clean
+
+
 def _agents_d(root: Path) -> list[str]:
     extra = root / "agents.d"
     if not extra.is_dir():
@@ -203,8 +223,10 @@ def _agents_d(root: Path) -> list[str]:
 
 
 def _check_agents(
-    sources: list[tuple[str, int, dict[str, Any]]], llm: s.LlmFile | None, llm_name: str
+    sources: list[tuple[str, int, dict[str, Any]]], llm: s.LlmFile | None, llm_name: str,
+    provider_names: set[str] | None = None,
 ) -> list[ConfigError]:
+    """Ids, providers and subjects of every agent; `provider_names` when llm.yaml is invalid."""
     errors: list[ConfigError] = []
     first_seen: dict[str, str] = {}
     for file, i, agent in sources:
@@ -222,14 +244,15 @@ def _check_agents(
                 first_seen[agent_id] = file
         model = agent.get("model")
         provider_name = model.get("provider") if isinstance(model, dict) else None
-        if llm is not None and isinstance(provider_name, str):
-            provider = llm.providers.get(provider_name)
-            if provider is None:
-                known = ", ".join(sorted(llm.providers)) or "none"
+        names = set(llm.providers) if llm is not None else provider_names
+        if names is not None and isinstance(provider_name, str):
+            provider = llm.providers.get(provider_name) if llm is not None else None
+            if provider_name not in names:
+                known = ", ".join(sorted(names)) or "none"
                 errors.append(ConfigError(
                     file, f"{at}.model.provider",
                     f"unknown provider '{provider_name}'; {llm_name} defines: {known}"))
-            elif provider.flavor(provider_name) not in s.IMPLEMENTED_FLAVORS:
+            elif provider is not None and provider.flavor(provider_name) not in s.IMPLEMENTED_FLAVORS:
                 errors.append(ConfigError(
                     file, f"{at}.model.provider",
                     f"provider '{provider_name}' uses api_flavor "

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from nexo_actors.config.load import Config
 from nexo_actors.config.units import enc_hook
+
+if TYPE_CHECKING:  # load.py scrubs its error messages with this module
+    from nexo_actors.config.load import Config
 
 MASK = "***"
 SECRET_KEY = re.compile(r"(key|token|secret|password)$", re.IGNORECASE)
@@ -49,9 +53,24 @@ def redacted_dump(config: Config) -> dict[str, Any]:
     return tree
 
 
+@functools.lru_cache(maxsize=1024)
+def _written_forms(secret: str) -> tuple[str, ...]:
+    """The secret as it may appear in text: raw, JSON-escaped, or inside a repr().
+
+    A secret holding a quote, a backslash or a control character is written
+    escaped by json.dumps and repr(); matching only the raw value would let
+    the escaped (and just as usable) form through. Longest first, so a form
+    containing another is masked whole.
+    """
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret)[1:-1]}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Replace every occurrence of a resolved secret in free text."""
     for sec in secrets:
         if len(sec) >= MIN_SCRUB_LEN:
-            text = text.replace(sec, MASK)
+            for form in _written_forms(sec):
+                text = text.replace(form, MASK)
     return text

@@ -6,6 +6,7 @@ int of bytes); the types only tell the config decoder which strings to accept.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -14,7 +15,9 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 # KB and KiB both mean 1024 bytes: operators copy these from Docker
 # (shm_size: 1gb) and NATS (max_payload: 1MB), which count in powers of two.
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+# The unit is an optional prefix (with an optional `i`) and an optional `B`:
+# `4`, `4B`, `4K`, `4KB`, `4KiB`; a lone `i` (`4i`, `4iB`) is not a unit.
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -30,6 +33,9 @@ def parse_duration(value: Any) -> Duration:
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: use a number with a unit, e.g. 30s, 5m, 24h")
     if isinstance(value, int | float):
+        # YAML's .nan/.inf: a NaN timeout compares false with everything.
+        if not math.isfinite(value):
+            raise ValueError(f"invalid duration {value!r}: must be a finite number")
         if value < 0:
             raise ValueError(f"invalid duration {value!r}: must not be negative")
         return Duration(float(value))
@@ -53,10 +59,8 @@ def parse_size(value: Any) -> Size:
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
         if match:
-            number, unit = match.groups()
-            prefix = (unit or "").lower().rstrip("b").rstrip("i")
-            if prefix in _SIZE_UNITS:
-                return Size(int(float(number) * _SIZE_UNITS[prefix]))
+            number, prefix = match.groups()
+            return Size(int(float(number) * _SIZE_UNITS[(prefix or "").lower()]))
     raise ValueError(f"invalid size {value!r}: use a number with a unit (KB, MB, GB), e.g. 4MB")
 
 
