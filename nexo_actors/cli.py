@@ -14,13 +14,29 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from nexo_actors import __version__
 from nexo_actors.config import Config, load_config
 from nexo_actors.config.redact import redacted_dump
+from nexo_actors.control.client import request
 from nexo_actors.errors import ConfigErrors, NexoError
 from nexo_actors.extensions.discovery import discover
 from nexo_actors.extensions.listing import exit_code, render_table, to_json
+from nexo_actors.messages import (
+    ActorsReply,
+    ActorsRequest,
+    ControlRequest,
+    OkReply,
+    ReloadRequest,
+    SendReply,
+    SendRequest,
+    StatusReply,
+    StatusRequest,
+    StopRequest,
+)
 from nexo_actors.store.dlq import list_dead_letters, purge, replay
 
 EXIT_OK = 0
@@ -28,6 +44,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 DEFAULT_CONFIG = "./conf"
+# Every control request gets an answer (or an error) within this.
+CONTROL_TIMEOUT = 5.0
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -55,6 +73,82 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> Config:
     """Load the config for a command; ConfigErrors propagate as an operator message."""
     return load_config(args.config)
+
+
+def _ask(args: argparse.Namespace, message: ControlRequest, timeout: float = CONTROL_TIMEOUT) -> Any:
+    config = _config(args)
+    return request(config.control_socket, message, timeout=timeout, config_hint=str(args.config))
+
+
+def _print_json(value: Any) -> None:
+    print(msgspec.json.encode(value).decode())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status: StatusReply = _ask(args, StatusRequest())
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    ready = status.ready
+    print(f"nexo {status.version}  pid {status.pid}  up {status.uptime_s:.0f}s  "
+          f"config {status.config_dir}  data {status.data_dir}")
+    print(f"ready: {'yes' if ready.ready else 'no'}"
+          + "".join(f"\n  not ready: {r.subsystem}: {r.detail}" for r in ready.reasons)
+          + "".join(f"\n  degraded: {r.subsystem}: {r.detail}" for r in ready.degraded))
+    broker = status.broker
+    print(f"broker: {broker.get('type')}"
+          + (f" {broker.get('url')} connected={broker.get('connected')} breaker={broker.get('breaker')}"
+             if broker.get("type") == "nats" else "")
+          + f"  intake_paused={broker.get('intake_paused')}")
+    queue = status.queue
+    print(f"queue: pending {queue.get('pending', '?')} / {queue.get('max_pending', '?')}  "
+          f"dead letters {queue.get('dead_letters', '?')}  inbox open {queue.get('inbox_open', '?')}")
+    print(f"workers: {status.sizing.get('summary', '?')}")
+    rows = [("WORKER", "PID", "STATUS", "RESTARTS", "RSS_MB", "AGENTS")]
+    rows += [(w.name, str(w.pid), w.status, str(w.restarts), f"{w.rss_bytes / (1 << 20):.1f}",
+              str(w.details.get("agents", ""))) for w in status.workers]
+    print(format_table(rows))
+    print("agents: " + ", ".join(f"{name} {state}" for name, state in sorted(status.agents.items())))
+    return EXIT_OK
+
+
+def cmd_actors(args: argparse.Namespace) -> int:
+    reply: ActorsReply = _ask(args, ActorsRequest())
+    if args.json:
+        _print_json({"actors": reply.actors})
+        return EXIT_OK
+    rows = [("NAME", "KIND", "PID", "STATUS", "MAILBOX", "RESTARTS", "UPTIME_S", "RSS_MB", "CPU%",
+             "LAST_ERROR")]
+    rows += [(a.name, a.kind, str(a.pid), a.status, str(a.mailbox_depth), str(a.restarts),
+              f"{a.uptime_s:.1f}", f"{a.rss_bytes / (1 << 20):.1f}" if a.rss_bytes else "-",
+              f"{a.cpu_percent:.1f}" if a.rss_bytes else "-", a.last_error or "-")
+             for a in reply.actors]
+    print(format_table(rows))
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    wait = float(args.wait)
+    reply: SendReply = _ask(args, SendRequest(channel=args.channel, text=args.text,
+                                              sender=args.sender, wait=wait),
+                            timeout=wait + CONTROL_TIMEOUT)
+    if reply.reply is None:
+        print(f"sent {reply.event_id}")
+    else:
+        print(reply.reply.text or "")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply: OkReply = _ask(args, ReloadRequest(), timeout=30.0)
+    print(reply.detail)
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    reply: OkReply = _ask(args, StopRequest())
+    print(reply.detail)
+    return EXIT_OK
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
@@ -133,6 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true",
                    help="print the resolved configuration with secrets as ***")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("status", help="broker, queue depths, workers and their sizing, agents")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("actors", help="state of every actor: pid, status, mailbox, restarts, errors")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_actors)
+
+    p = sub.add_parser("send", help="publish an inbound message on a channel and print the reply")
+    p.add_argument("channel", help="channel name, e.g. cli (publishes on plugin.inbound.<channel>)")
+    p.add_argument("text")
+    p.add_argument("--sender", default="cli", help="sender id in the payload (default: cli)")
+    p.add_argument("--wait", default=10.0, type=float, metavar="SECONDS",
+                   help="how long to wait for the reply (0: do not wait; default 10)")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("reload", help="re-read agent and LLM config; applies from the next message")
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("stop", help="stop the running daemon (same as SIGTERM)")
+    p.set_defaults(func=cmd_stop)
 
     dlq = sub.add_parser("dlq", help="dead letters: list, replay, purge").add_subparsers(
         title="dlq commands", metavar="ACTION", required=True)

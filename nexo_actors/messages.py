@@ -406,7 +406,7 @@ class ErrorReply(ControlReply, frozen=True, kw_only=True, tag="error"):
 
 ReplyUnion = Pong_ | ActorsReply | ReadyReply | StatusReply | SendReply | OkReply | ErrorReply
 
-_control_encoder = msgspec.msgpack.Encoder()
+_control_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 _request_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(RequestUnion)
 _reply_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ReplyUnion)
 
@@ -533,3 +533,102 @@ class StoreStats(Message, frozen=True, kw_only=True):
     dead_lettered_total: int
     max_pending: int
     path: str
+
+
+# --- AgentHost commands (in-process only) -------------------------------------
+
+
+class HostCommand(Message, frozen=True, kw_only=True):
+    """Base of what an AgentHost actor is told."""
+
+
+class HostDeliver(HostCommand, frozen=True, kw_only=True):
+    agent_id: str
+    event: Event
+    redelivered: bool = False
+
+
+class HostFrame(HostCommand, frozen=True, kw_only=True):
+    """A frame read from the worker's pipe by the reader thread of `generation`."""
+
+    frame: Any
+    generation: int
+
+
+class HostExited(HostCommand, frozen=True, kw_only=True):
+    generation: int
+    exitcode: int | None
+
+
+class HostSpawn(HostCommand, frozen=True, kw_only=True):
+    generation: int
+
+
+class HostTick(HostCommand, frozen=True, kw_only=True):
+    pass
+
+
+class HostPublished(HostCommand, frozen=True, kw_only=True):
+    """The reply to (event_id, agent_id) is published or queued (error: it is not)."""
+
+    agent_id: str
+    event_id: str
+    error: str | None = None
+
+
+class HostRouteReply(HostCommand, frozen=True, kw_only=True):
+    """An answer to a delegation this host sent (matched by correlation_id)."""
+
+    event: Event
+
+
+class HostToolTimeout(HostCommand, frozen=True, kw_only=True):
+    route_id: str
+
+
+class HostGiveUp(HostCommand, frozen=True, kw_only=True):
+    """An event redelivered too often went to dead letters: forget it."""
+
+    agent_id: str
+    event_id: str
+
+
+class HostReconfigure(HostCommand, frozen=True, kw_only=True):
+    agents: list[Agent]
+    providers: dict[str, Provider]
+    short_term: ShortTerm
+
+
+class HostStop(HostCommand, frozen=True, kw_only=True):
+    grace: float
+
+
+class HostKill(HostCommand, frozen=True, kw_only=True):
+    pass
+
+
+class HostStateRequest(HostCommand, frozen=True, kw_only=True):
+    pass
+
+
+# --- Supervisor commands (in-process only) ------------------------------------
+
+
+class SupervisorCommand(Message, frozen=True, kw_only=True):
+    """Base of what the Supervisor actor is told or asked."""
+
+
+class Boot(SupervisorCommand, frozen=True, kw_only=True):
+    pass
+
+
+class Shutdown(SupervisorCommand, frozen=True, kw_only=True):
+    deadline: float  # time.monotonic() by which everything must be down
+
+
+class Reload(SupervisorCommand, frozen=True, kw_only=True):
+    source: str = "nexo reload"
+
+
+class Sample(SupervisorCommand, frozen=True, kw_only=True):
+    pass

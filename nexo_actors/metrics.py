@@ -9,7 +9,8 @@ multiprocess mode: the daemon points PROMETHEUS_MULTIPROC_DIR at
 `<data>/run/metrics` (wiped at boot) *before* this module is imported.
 Counters and histograms are only ever written by the main process, so a
 recycled worker leaves no counter file behind; workers write just their own
-`liveall` gauges, which `mark_process_dead(pid)` deletes when they exit.
+`liveall` gauges (agents/worker_metrics.py), which `mark_process_dead(pid)`
+deletes when they exit.
 """
 
 from __future__ import annotations
@@ -58,14 +59,8 @@ ACTOR_UP = Gauge("actor_up", "1 while the actor is running.", ["actor"], multipr
 ACTOR_MAILBOX_DEPTH = Gauge(
     "actor_mailbox_depth", "Messages waiting in the actor's mailbox.", ["actor"],
     multiprocess_mode="livemax")
-# Written by each worker process about itself: `liveall` adds a pid label and
-# the file vanishes with mark_process_dead, so a replaced worker leaves nothing.
-AGENT_WORKER_RSS = Gauge(
-    "agent_worker_rss_bytes", "Resident memory of an agent worker process.", ["worker"],
-    multiprocess_mode="liveall")
-AGENT_WORKER_CPU = Gauge(
-    "agent_worker_cpu_percent", "CPU use of an agent worker process.", ["worker"],
-    multiprocess_mode="liveall")
+# agent_worker_rss_bytes / agent_worker_cpu_percent: written by each worker
+# about itself, see nexo_actors.agents.worker_metrics.
 MAIN_RSS = Gauge("nexo_main_rss_bytes", "Resident memory of the runtime's main process.",
                  multiprocess_mode="livesum")
 MAIN_CPU = Gauge("nexo_main_cpu_percent", "CPU use of the runtime's main process.",

@@ -253,8 +253,11 @@ class AgentProcesses(Schema, frozen=True):
     # The parent pings every worker this often; no Pong for heartbeat_timeout = hung.
     heartbeat_interval: Duration = Duration(0.5)
     heartbeat_timeout: Duration = Duration(3.0)
-    # How often worker RSS/CPU are sampled (and max_rss_mb checked).
+    # How often actor states, RSS and CPU are sampled into the metrics.
     sample_interval: Duration = Duration(2.0)
+    # An event whose worker died this many times while holding it goes to
+    # dead letters instead of crashing the next worker too.
+    max_redeliveries: int = 3
 
 
 class ShutdownSettings(Schema, frozen=True):

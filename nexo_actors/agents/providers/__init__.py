@@ -1,0 +1,1 @@
+"""LLM providers. Only the offline `echo` provider exists so far (SPEC §5)."""
