@@ -9,9 +9,12 @@ running, within a second.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ import msgspec
 
 from nexo_actors import __version__
 from nexo_actors.config import Config, load_config
+from nexo_actors.config import paths as config_paths
+from nexo_actors.config.load import parse_bind
 from nexo_actors.config.redact import redacted_dump
 from nexo_actors.control.client import request
 from nexo_actors.errors import ConfigErrors, NexoError
@@ -46,6 +51,10 @@ EXIT_USAGE = 2
 DEFAULT_CONFIG = "./conf"
 # Every control request gets an answer (or an error) within this.
 CONTROL_TIMEOUT = 5.0
+# `nexo health`: each HTTP probe gets this long (/ready: the sidecar's
+# control_timeout plus this), and the probes run in parallel.
+HEALTH_PROBE_TIMEOUT = 2.0
+BREAKER_STATES = {0: "closed", 1: "open", 2: "half-open"}
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -76,8 +85,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _ask(args: argparse.Namespace, message: ControlRequest, timeout: float = CONTROL_TIMEOUT) -> Any:
-    config = _config(args)
-    return request(config.control_socket, message, timeout=timeout, config_hint=str(args.config))
+    return request(config_paths.control_socket(args.config), message, timeout=timeout,
+                   config_hint=str(args.config))
 
 
 def _print_json(value: Any) -> None:
@@ -152,7 +161,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    rows = list_dead_letters(_config(args).queue_db, args.limit)
+    rows = list_dead_letters(config_paths.queue_db(args.config), args.limit)
     if args.json:
         print(json.dumps({"dead_letters": [
             {"id": r.id, "topic": r.topic, "failed_at": rfc3339(r.failed_at), "reason": r.reason,
@@ -170,7 +179,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         print("nexo: dlq replay needs an id (see `nexo dlq list`) or --all", file=sys.stderr)
         return EXIT_USAGE
-    moved = replay(_config(args).queue_db, None if args.all else args.ids)
+    moved = replay(config_paths.queue_db(args.config), None if args.all else args.ids)
     print(f"replayed {moved} dead letter{'s' if moved != 1 else ''} to pending_events "
           "(a running nexo drains them within seconds; a stopped one at its next start)")
     return EXIT_OK
@@ -180,7 +189,7 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
     if not args.yes:
         print("nexo: dlq purge deletes every dead letter; run it again with --yes", file=sys.stderr)
         return EXIT_FAILURE
-    count = purge(_config(args).queue_db)
+    count = purge(config_paths.queue_db(args.config))
     print(f"purged {count} dead letter{'s' if count != 1 else ''}")
     return EXIT_OK
 
@@ -193,6 +202,145 @@ def cmd_ext_list(args: argparse.Namespace) -> int:
     else:
         print(render_table(found))
     return exit_code(found)
+
+
+def _probe(url: str, timeout: float) -> dict[str, Any]:
+    """GET `url` (http.client: no proxy from the environment); status, body, time or error."""
+    rest = url.removeprefix("http://")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    started = time.monotonic()
+    result: dict[str, Any] = {"url": url, "ok": False, "status": None, "ms": None, "error": None}
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+    try:
+        conn.request("GET", "/" + path)
+        response = conn.getresponse()
+        result["body"] = response.read().decode(errors="replace")
+        result["status"] = response.status
+        result["ok"] = response.status == 200
+    except (OSError, http.client.HTTPException) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    finally:
+        conn.close()
+    result["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def _base_url(bind: str) -> str:
+    host, port = parse_bind(bind)
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _key_counters(text: str) -> dict[str, Any]:
+    """The operator's summary of a /metrics scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+    def total(name: str) -> float | None:
+        values = samples.get(name)
+        return None if values is None else sum(v for _, v in values)
+
+    def by(name: str, label: str) -> dict[str, float]:
+        return {labels.get(label, ""): v for labels, v in samples.get(name, [])}
+
+    return {
+        "series": sum(len(v) for v in samples.values()),
+        "messages_processed": total("messages_processed_total"),
+        "messages_processed_by_agent": by("messages_processed_total", "agent"),
+        "messages_dropped": total("messages_dropped_total"),
+        "dead_letters": total("dead_letters"),
+        "dead_letters_since_boot": total("dead_letters_total"),
+        "disk_queue_pending": total("disk_queue_pending"),
+        "nats_connected": total("nats_connected"),
+        "breakers": {name: BREAKER_STATES.get(int(v), str(v))
+                     for name, v in by("circuit_breaker_state", "breaker").items()},
+        "restarts": {name: v for name, v in by("actor_restarts_total", "actor").items() if v},
+    }
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    config = _config(args)
+    sidecar = config.runtime.sidecar
+    if not sidecar.enabled:
+        print(f"nexo: the sidecar is disabled in {args.config}/runtime.yaml (sidecar.enabled: "
+              "false); there is nothing to probe", file=sys.stderr)
+        return EXIT_FAILURE
+    health, metrics_url = _base_url(sidecar.health_bind), _base_url(sidecar.metrics_bind)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        live_f = pool.submit(_probe, f"{health}/health", HEALTH_PROBE_TIMEOUT)
+        ready_f = pool.submit(_probe, f"{health}/ready", sidecar.control_timeout + HEALTH_PROBE_TIMEOUT)
+        metrics_f = pool.submit(_probe, f"{metrics_url}/metrics", HEALTH_PROBE_TIMEOUT)
+        live, ready, scrape = live_f.result(), ready_f.result(), metrics_f.result()
+    live.pop("body", None)
+    try:
+        ready["document"] = json.loads(ready.pop("body", "") or "null")
+    except ValueError:
+        ready["document"] = None
+    counters: dict[str, Any] = {}
+    if scrape["ok"]:
+        try:
+            counters = _key_counters(scrape.pop("body"))
+        except ValueError as exc:
+            scrape.update(ok=False, error=f"unparsable metrics: {exc}")
+    scrape.pop("body", None)
+    problems = [f"{name}: {probe['error'] or 'HTTP ' + str(probe['status'])}"
+                for name, probe in (("live", live), ("ready", ready), ("metrics", scrape))
+                if not probe["ok"]]
+    open_breakers = sorted(b for b, state in counters.get("breakers", {}).items() if state != "closed")
+    if args.strict:
+        problems += [f"circuit breaker {b} is {counters['breakers'][b]}" for b in open_breakers]
+    if args.json:
+        print(json.dumps({"ok": not problems, "strict": args.strict, "live": live, "ready": ready,
+                          "metrics": scrape, "counters": counters, "problems": problems}))
+    else:
+        _print_health(live, ready, scrape, counters, problems)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def _print_health(live: dict[str, Any], ready: dict[str, Any], scrape: dict[str, Any],
+                  counters: dict[str, Any], problems: list[str]) -> None:
+    def line(name: str, probe: dict[str, Any], note: str = "") -> str:
+        state = "ok" if probe["ok"] else "FAIL"
+        status = probe["status"] if probe["status"] is not None else probe["error"]
+        return f"{name:<8} {state:<5} {status}  {probe['url']}  {probe['ms']} ms{note}"
+
+    doc = ready.get("document") or {}
+    print(line("live", live))
+    note = (f"  agents {doc.get('agents_running')}/{doc.get('agents_total')} running, "
+            f"broker {doc.get('broker')}") if doc else ""
+    print(line("ready", ready, note))
+    for reason in doc.get("reasons", []):
+        print(f"         not ready: {reason['subsystem']}: {reason['detail']}")
+    for reason in doc.get("degraded", []):
+        print(f"         degraded: {reason['subsystem']}: {reason['detail']}")
+    print(line("metrics", scrape, f"  {counters['series']} series" if counters else ""))
+    if counters:
+        num = _num
+        by_agent = sorted(counters["messages_processed_by_agent"].items())
+        agents = ", ".join(f"{a} {num(v)}" for a, v in by_agent)
+        print(f"messages processed {num(counters['messages_processed'])}"
+              + (f" ({agents})" if agents else "")
+              + f", dropped {num(counters['messages_dropped'])}, dead letters "
+              f"{num(counters['dead_letters'])}, disk queue pending {num(counters['disk_queue_pending'])}")
+        breakers = ", ".join(f"{b} {s}" for b, s in sorted(counters["breakers"].items())) or "-"
+        restarts = ", ".join(f"{a} {num(v)}" for a, v in sorted(counters["restarts"].items())) or "none"
+        print(f"nats_connected {num(counters['nats_connected'])}, breakers: {breakers}, "
+              f"restarts: {restarts}")
+    print("healthy" if not problems else "UNHEALTHY: " + "; ".join(problems))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def rfc3339(ms: int) -> str:
@@ -263,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = dlq.add_parser("purge", help="delete every dead letter (needs --yes)")
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=cmd_dlq_purge)
+
+    p = sub.add_parser("health", help="probe the sidecar: live, ready, metrics and key counters; "
+                                      "exit 1 if a probe fails")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 while a circuit breaker is open or half-open")
+    p.set_defaults(func=cmd_health)
 
     ext = sub.add_parser("ext", help="extensions").add_subparsers(
         title="ext commands", metavar="ACTION", required=True)

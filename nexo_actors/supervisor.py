@@ -51,6 +51,7 @@ from nexo_actors.messages import (
     Shutdown,
     decode_event,
 )
+from nexo_actors.sidecar.process import SidecarProcess
 from nexo_actors.store.db import InboxRow
 from nexo_actors.store.queue import QueueStore
 from nexo_actors.view import Phase, RuntimeView, ask, inbox_depth
@@ -122,6 +123,11 @@ class Supervisor(pykka.ThreadingActor):
             for agent in group:
                 view.host_of[agent.id] = host
         view.control = ControlServer.start(config.control_socket, ControlHandler(view).handle)
+        self._init_series()
+        if config.runtime.sidecar.enabled:
+            # /ready must be reachable (and say `starting`) while the workers boot.
+            view.sidecar = SidecarProcess(config, view.children)
+            view.sidecar.start()
         self._wait_workers_ready()
         if self.stop_requested.is_set():
             return
@@ -131,19 +137,39 @@ class Supervisor(pykka.ThreadingActor):
         view.attached = True
         self._redeliver_open_inbox()
         view.phase = Phase.RUNNING
+        self._sample()
         self._start_sampler()
 
+    def _init_series(self) -> None:
+        """Create every bounded label set at 0, so a scrape shows each series from the start.
+
+        A labelled series absent until its first increment makes `rate()` and
+        `increase()` alerts blind to that first event.
+        """
+        for agent in self.config.agents:
+            metrics.MESSAGES_PROCESSED.labels(agent=agent.id)
+        for host in self.view.hosts:
+            metrics.ACTOR_RESTARTS.labels(actor=host.proxy().name.get())
+        nats = self.config.broker.type == "nats"
+        for transport in ("nats", "local", "queued") if nats else ("local",):
+            metrics.EVENTS_PUBLISHED.labels(transport=transport)
+        for reason in ("empty", "duplicate", *(("nats_unavailable",) if nats else ())):
+            metrics.MESSAGES_DROPPED.labels(reason=reason)
+        for category in ("deserialization", "publish_failed", "undecodable", "agent_failed"):
+            metrics.DEAD_LETTERS_TOTAL.labels(reason=category)
+
     def _wait_workers_ready(self) -> None:
+        """Wait for every worker's handshake; one that dies while starting is not waited for."""
         deadline = time.monotonic() + self.config.runtime.agents.ready_timeout
-        events = [h.proxy().ready.get() for h in self.view.hosts]
-        for event in events:
-            while not event.is_set() and not self.stop_requested.is_set():
+        events = [(h.proxy().ready.get(), h.proxy().exited.get()) for h in self.view.hosts]
+        for ready, exited in events:
+            while not (ready.is_set() or exited.is_set() or self.stop_requested.is_set()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.error("some agent workers are not ready; their events wait for them",
                               extra={"ready_timeout_s": self.config.runtime.agents.ready_timeout})
                     return
-                event.wait(min(0.05, remaining))
+                ready.wait(min(0.05, remaining))
 
     def _redeliver_open_inbox(self) -> None:
         """Rows the previous run accepted but never finished go out again, marked redelivered."""
@@ -232,6 +258,10 @@ class Supervisor(pykka.ThreadingActor):
             host.tell(HostKill())
         if view.bridge is not None:
             view.bridge.proxy().close(deadline - budget * 0.15).get()
+        if view.sidecar is not None:
+            # Before the control socket closes, so /ready says `shutting down`
+            # to the end rather than `runtime not running`.
+            view.sidecar.stop(deadline)
         if view.control is not None:
             view.control.stop()
         for host in view.hosts:

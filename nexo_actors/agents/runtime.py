@@ -125,8 +125,10 @@ class AgentRuntime:
                 if self.agent.config.debounce_ms > 0:
                     # Let a burst from one conversation arrive, then answer it once.
                     await asyncio.sleep(self.agent.config.debounce_ms / 1000)
-                batch = list(queue)
-                queue.clear()
+                    batch = list(queue)
+                    queue.clear()
+                else:
+                    batch = [queue.popleft()]
                 await self._turn(key, batch)
         finally:
             self.running.pop(key, None)

@@ -1,0 +1,69 @@
+"""Where a config dir's runtime keeps its socket and queue, without a full load.
+
+Operator commands (`nexo status`, `nexo reload`, `nexo dlq ...`) must work
+while the files on disk are being edited, even into an invalid state: they
+only need two paths, so they read just those two fields. A file that cannot
+even give them falls back to the full load, whose errors name the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nexo_actors.config import schema as s
+from nexo_actors.config.interpolate import Interpolator
+from nexo_actors.config.load import Config, load_config
+from nexo_actors.errors import ConfigError
+
+
+def _field(config_dir: Path, file: str, keys: list[str], default: str, cwd: Path) -> str | None:
+    path = config_dir / file
+    if not path.is_file():
+        return default
+    try:
+        node: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key, default if key == keys[-1] else {})
+    if not isinstance(node, str):
+        return None
+    errors: list[ConfigError] = []
+    value = Interpolator(env=dict(os.environ), cwd=cwd).string(node, file, ".".join(keys), errors)
+    return None if errors else value
+
+
+def _resolve(raw: str, cwd: Path) -> Path:
+    p = Path(raw)
+    return p if p.is_absolute() else cwd / p
+
+
+def control_socket(config_dir: str | Path, cwd: Path | None = None) -> Path:
+    """`<runtime.data_dir>/run/nexo.sock` of this config dir."""
+    cwd = cwd or Path.cwd()
+    root = _resolve(str(config_dir), cwd)
+    data_dir = _field(root, "runtime.yaml", ["data_dir"], s.RuntimeFile().data_dir, cwd)
+    if data_dir is None:
+        return _full(config_dir).control_socket
+    return _resolve(data_dir, cwd) / "run" / "nexo.sock"
+
+
+def queue_db(config_dir: str | Path, cwd: Path | None = None) -> Path:
+    """broker.persistence.path of this config dir (a directory means DIR/broker.db)."""
+    cwd = cwd or Path.cwd()
+    root = _resolve(str(config_dir), cwd)
+    raw = _field(root, "broker.yaml", ["broker", "persistence", "path"], s.Persistence().path, cwd)
+    if raw is None:
+        return _full(config_dir).queue_db
+    path = _resolve(raw, cwd)
+    return path / "broker.db" if raw.endswith("/") or path.is_dir() else path
+
+
+def _full(config_dir: str | Path) -> Config:
+    return load_config(config_dir)
