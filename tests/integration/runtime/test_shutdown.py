@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from nexo_actors.errors import NexoError
 from tests.integration.bus.helpers import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
+from tests.support.metrics import sample
 from tests.support.nats import NatsServer
 from tests.support.runtime import RuntimeProcess
 from tests.support.waiting import wait_until
@@ -109,16 +107,6 @@ def test_sigterm_with_a_frozen_worker_still_exits_0_within_grace(
     assert time.monotonic() - started < GRACE
 
 
-def reload_rejected(data_dir: Path) -> float:
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(data_dir / "run" / "metrics"))
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for sample in family.samples:
-            if sample.name == "config_reload_rejected_total":
-                return float(sample.value)
-    return 0.0
-
-
 def test_sighup_applies_a_valid_edit_and_keeps_the_old_config_on_an_invalid_one(
         conf_dir: Path, data_dir: Path, start_runtime) -> None:
     rt: RuntimeProcess = start_runtime(conf_dir).wait_ready()
@@ -137,6 +125,6 @@ def test_sighup_applies_a_valid_edit_and_keeps_the_old_config_on_an_invalid_one(
     rt.wait_for_log("reload rejected", start=mark)
     rt.wait_for_log(r"llm.yaml: \$.providers.echo: unknown field 'bogus'", start=mark)
     assert ctl.send("c").reply.text == "ECHO> c"  # type: ignore[union-attr]
-    assert reload_rejected(data_dir) == 1.0
+    assert sample(data_dir, "config_reload_rejected_total") == 1.0
     rt.send_signal(signal.SIGTERM)
     assert rt.wait_exit() == 0

@@ -16,6 +16,7 @@ import pytest
 from tests.integration.bus.helpers import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
+from tests.support.metrics import sample
 from tests.support.nats import NatsServer
 from tests.support.waiting import wait_until
 
@@ -142,3 +143,71 @@ def test_processes_setting_is_honoured(tmp_path: Path, data_dir: Path, start_run
     assert len(status.workers) == 3
     assert len({w.pid for w in status.workers}) == 3
     assert "configured agents.processes = 3" in str(status.sizing["summary"])
+
+
+def test_queue_cap_bounds_what_a_worker_holds_the_rest_waits_journaled(
+        tmp_path: Path, data_dir: Path, start_runtime) -> None:
+    conf = write_conf(tmp_path / "conf", data_dir,
+                      agents=[agent("kate", "cli", config={"queue_cap": 5})],
+                      runtime={"agents": {"heartbeat_timeout": "60s"}})
+    start_runtime(conf).wait_ready()
+    ctl = Control(conf)
+    worker = actor(ctl, "agent-worker-0")
+    os.kill(worker["pid"], signal.SIGSTOP)
+    try:
+        ids = [ctl.send(f"m{i}", wait=0).event_id for i in range(20)]
+        wait_until(lambda: actor(ctl, "agent:kate")["details"]["backlog"] == 15,
+                   what="15 events waiting in the parent")
+        assert actor(ctl, "agent:kate")["details"]["in_flight"] == 5
+    finally:
+        os.kill(worker["pid"], signal.SIGCONT)
+    wait_until(lambda: actor(ctl, "agent:kate")["details"]["processed"] == 20,
+               what="all 20 answered once the worker runs again")
+    assert len(set(ids)) == 20
+
+
+def test_a_worker_above_max_rss_mb_is_recycled_without_losing_events(
+        tmp_path: Path, data_dir: Path, start_runtime) -> None:
+    # Every worker is above 1 MB: each is drained and replaced after its first heartbeat.
+    conf = write_conf(tmp_path / "conf", data_dir,
+                      runtime={"agents": {"max_rss_mb": 1, "heartbeat_interval": "0.2s"}})
+    rt = start_runtime(conf).wait_ready()
+    ctl = Control(conf)
+    rt.wait_for_log("recycling it after its in-flight work")
+    rt.wait_for_log("agent worker recycled")
+    for i in range(5):
+        reply = ctl.send(f"r{i}", wait=15)
+        assert reply.reply is not None and reply.reply.text == f"echo: r{i}"
+    host = actor(ctl, "agent-worker-0")
+    assert host["details"]["generation"] >= 2
+    assert host["restarts"] == 0  # recycling is not a crash
+
+
+def test_heartbeat_events_and_the_empty_event_filter(
+        tmp_path: Path, data_dir: Path, nats_server: NatsServer, start_runtime) -> None:
+    conf = write_conf(
+        tmp_path / "conf", data_dir,
+        agents=[agent("kate", "cli", heartbeat={"enabled": True, "interval": "0.2s"})],
+        broker={"type": "nats", "url": nats_server.url, "reconnect_wait": "0.2s"})
+    start_runtime(conf).wait_ready()
+    ctl = Control(conf)
+    wait_until(lambda: ctl.ready().ready, what="ready")
+    probe = Probe(nats_server.url)
+    try:
+        probe.subscribe("agent.events.kate.heartbeat")
+        probe.subscribe("plugin.outbound.>")
+        wait_until(lambda: len([m for m in probe.messages() if m.subject.endswith("heartbeat")]) >= 2,
+                   what="two heartbeat events")
+        beat = json.loads(next(m for m in probe.messages() if m.subject.endswith("heartbeat")).data)
+        assert beat["payload"]["agent"] == "kate"
+        probe.publish("plugin.inbound.cli", b'{"text": "   "}')
+        probe.publish("plugin.inbound.cli", b'{"text": "real"}')
+        wait_until(lambda: any(m.subject == "plugin.outbound.cli" for m in probe.messages()),
+                   what="the answer to the real message")
+        answers = [json.loads(m.data)["payload"]["text"] for m in probe.messages()
+                   if m.subject == "plugin.outbound.cli"]
+        assert answers == ["echo: real"]
+        assert actor(ctl, "agent:kate")["details"]["processed"] == 1
+        assert sample(data_dir, "messages_dropped_total", reason="empty") == 1.0
+    finally:
+        probe.close()

@@ -124,3 +124,25 @@ def test_an_allowed_delegation_is_a_tool_call_answered_by_the_parent() -> None:
 
     frames = asyncio.run(run())
     assert replies(frames)[0].reply.text == "echo: all green"  # type: ignore[union-attr]
+
+
+def test_sessions_run_concurrently_while_one_session_keeps_its_order() -> None:
+    async def run() -> list[Frame]:
+        frames: list[Frame] = []
+        runtime = make(frames, allowed=["ops"])
+        # Session "u1" waits on a delegation nobody has answered yet...
+        runtime.deliver(inbound("/delegate ops slow", sender="u1"), False)
+        runtime.deliver(inbound("after", sender="u1"), False)
+        # ...while session "u2" is answered meanwhile.
+        runtime.deliver(inbound("quick", sender="u2"), False)
+        while len(replies(frames)) < 1:
+            await asyncio.sleep(0.001)
+        first = replies(frames)[0]
+        assert first.reply is not None and first.reply.text == "echo: quick"
+        call = next(f for f in frames if isinstance(f, ToolCall))
+        runtime.tools.resolve(call.call_id, True, "done", "")
+        await settle(runtime)
+        return frames
+
+    texts = [r.reply.text for r in replies(asyncio.run(run())) if r.reply]
+    assert texts == ["echo: quick", "echo: done", "echo: after"]
