@@ -1,0 +1,124 @@
+"""The compose deployment, run container-like without a Docker engine (SPEC §9).
+
+No engine runs on these machines, so this rebuilds what the image and
+docker-compose.yml give the runtime with real kernel features: a private
+mount and network namespace (`unshare`), tmpfs secrets at /run/secrets, a
+hosts file naming `nats`, read-only config and extensions mounts, a data
+volume, a real nats-server on 4222, and the runtime installed like the
+image's builder stage does it (Debian's python3, a venv, `pip install .`)
+running as uid 10001 with AGENT_ENV=production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.nats import nats_server_binary
+from tests.support.runtime import REPO
+
+pytestmark = pytest.mark.slow
+DEBIAN_PYTHON = "/usr/bin/python3"
+DRIVER = REPO / "tests" / "support" / "container_smoke.py"
+APP = Path("/app")
+
+
+def require_root_and_unshare() -> None:
+    """This test fails (never skips) where the environment refuses what it needs."""
+    if os.geteuid() != 0:
+        pytest.fail("the container smoke test needs root (unshare --mount --net, mounts, setuid)")
+    probe = subprocess.run(["unshare", "--mount", "--net", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"unshare --mount --net is refused here: {probe.stderr.strip()}")
+
+
+@pytest.fixture(scope="module")
+def image_venv() -> Iterator[Path]:
+    """The image's /opt/venv: Debian's python3, the package installed from the source tree."""
+    require_root_and_unshare()
+    if not Path(DEBIAN_PYTHON).exists():
+        pytest.fail(f"{DEBIAN_PYTHON} (Debian's python3, the image's interpreter) is missing")
+    root = Path(tempfile.mkdtemp(prefix="nexo-image-venv-", dir="/tmp"))
+    root.chmod(0o755)
+    venv = root / "venv"
+    # The tmpfs the driver mounts at /app (inside its private mount namespace)
+    # needs a mount point; an empty one is made, and removed afterwards.
+    made_app = not APP.exists()
+    APP.mkdir(exist_ok=True)
+    try:
+        subprocess.run([DEBIAN_PYTHON, "-m", "venv", str(venv)], check=True)
+        # Build from a copy of the sources, as the Dockerfile COPYs them: no build
+        # byproducts land in the working tree.
+        src = root / "src"
+        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "data", "tests", "bench", "__pycache__", "*.egg-info", "build"))
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-cache-dir", str(src)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield venv
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if made_app:
+            APP.rmdir()
+
+
+def run_stack(venv: Path, **options: Any) -> dict[str, Any]:
+    args = [sys.executable, str(DRIVER), "--repo", str(REPO), "--venv", str(venv),
+            "--nats-server", nats_server_binary()]
+    if "data_owner" in options:
+        args += ["--data-owner", str(options["data_owner"])]
+    if "missing_secret" in options:
+        args += ["--missing-secret", options["missing_secret"]]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["unshare", "--mount", "--net", "--", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, f"driver failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_the_stack_serves_answers_logs_json_without_secrets_and_stops_in_5s(image_venv: Path) -> None:
+    report = run_stack(image_venv)
+    logs = "\n".join(report["stderr"])
+    assert report["ready_codes"][-1] == 200, logs
+    assert report["ready_body"]["ready"] is True
+    assert report["health"] == 200
+    assert report["metrics_status"] == 200
+    assert report["reply"] == "echo: hi from the stack"
+    assert report["exit_code"] == 0, logs
+    assert report["stop_seconds"] < 5.0
+    lines = [line for line in report["stderr"] if line.strip()]
+    assert lines, "the runtime logged nothing"
+    for line in lines:
+        doc = json.loads(line)  # every line is one JSON object
+        assert isinstance(doc, dict) and "msg" in doc
+    for secret in report["secrets"]:
+        assert secret not in logs and secret not in report["stdout"]
+
+
+def test_a_root_owned_data_volume_fails_at_boot_with_the_chown_to_run(image_venv: Path) -> None:
+    report = run_stack(image_venv, data_owner=0)
+    assert report["exit_code"] == 1
+    messages = [json.loads(line)["msg"] for line in report["stderr"] if line.strip()]
+    assert ("data directory /app/data is not writable by uid 10001 (owner uid 0, mode 0755); "
+            "on the host: sudo chown -R 10001 ./data") in messages
+    assert not any("Traceback" in line for line in report["stderr"])
+
+
+def test_a_missing_secret_fails_at_boot_naming_the_file_to_create(image_venv: Path) -> None:
+    report = run_stack(image_venv, missing_secret="google_client_secret")
+    assert report["exit_code"] == 1
+    logs = "\n".join(json.loads(line)["msg"] for line in report["stderr"] if line.strip())
+    assert ("llm.yaml: providers.google.client_secret: ${file:/run/secrets/google_client_secret}: "
+            "no such file — create ./secrets/google_client_secret.txt before docker compose up") in logs
+    for name, secret in (("minimax_api_key", "mm-key"),):
+        assert secret not in logs, name
