@@ -126,7 +126,7 @@ class Supervisor(pykka.ThreadingActor):
         self._init_series()
         if config.runtime.sidecar.enabled:
             # /ready must be reachable (and say `starting`) while the workers boot.
-            view.sidecar = SidecarProcess(config, view.children)
+            view.sidecar = SidecarProcess(config, view.children, stopping=self.stop_requested)
             view.sidecar.start()
         self._wait_workers_ready()
         if self.stop_requested.is_set():

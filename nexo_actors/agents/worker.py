@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # agent id exits right after it is configured, before saying Ready.
 CRASH_AGENT_ENV = "NEXO_TEST_CRASH_AGENT"
 CRASH_EXIT_CODE = 3
+# Test hook (for the sidecar's boot-window test): seconds a worker waits after
+# it is configured before saying Ready, so `/ready` is observably 503 `starting`.
+READY_DELAY_ENV = "NEXO_TEST_READY_DELAY"
 # Every Nth ping is answered with a StateReport too.
 REPORT_EVERY = 4
 
@@ -87,6 +90,10 @@ class Worker:
             log.error("exiting at start on purpose (test hook %s)", CRASH_AGENT_ENV)
             os._exit(CRASH_EXIT_CODE)
         self.configure(configure)
+        delay = float(os.environ.get(READY_DELAY_ENV) or 0)
+        if delay > 0:
+            log.warning("delaying the ready handshake by %gs (test hook %s)", delay, READY_DELAY_ENV)
+            await asyncio.sleep(delay)
         self.send(Ready(worker_id=self.worker_id, pid=os.getpid(), agents=sorted(self.agents)))
         threading.Thread(target=self._read, args=(loop,), name="pipe-reader", daemon=True).start()
         await self.done.wait()

@@ -326,6 +326,8 @@ def _check_runtime(runtime: s.RuntimeFile, file: str) -> list[ConfigError]:
         errors.append(ConfigError(file, "$.agents.processes", "must be 'auto' or at least 1"))
     if runtime.sidecar.workers < 1:
         errors.append(ConfigError(file, "$.sidecar.workers", "must be at least 1"))
+    if runtime.sidecar.threads < 1:
+        errors.append(ConfigError(file, "$.sidecar.threads", "must be at least 1"))
     for key in ("health_bind", "metrics_bind"):
         value = getattr(runtime.sidecar, key)
         try:

@@ -273,6 +273,17 @@ class SidecarSettings(Schema, frozen=True):
     # `runtime unresponsive`.
     control_timeout: Duration = Duration(2.0)
     start_timeout: Duration = Duration(15.0)
+    # Request threads per gunicorn worker: a /ready waiting on a wedged
+    # runtime must not hold up /health or /metrics behind it.
+    threads: int = 4
+    # /health is 200 only if the runtime answers a ping within this.
+    health_timeout: Duration = Duration(1.0)
+    # gunicorn's graceful stop of its workers (whole seconds, rounded up);
+    # kept short so the sidecar is gone well inside shutdown.grace.
+    graceful_timeout: Duration = Duration(1.0)
+    # How often the gunicorn master checks that the runtime (its parent) is
+    # still alive; it stops itself when it is not, so no port stays bound.
+    parent_check_interval: Duration = Duration(0.5)
 
 
 class ReloadSettings(Schema, frozen=True):

@@ -29,6 +29,9 @@ def request(sock_path: Path, message: ControlRequest, timeout: float = 5.0,
                 raise DaemonNotRunningError(
                     f"no running nexo{where}: nothing listens on {sock_path} (left by a stopped "
                     "instance)") from None
+            except BlockingIOError:
+                raise ControlError(f"nexo{where} is not accepting control connections right now "
+                                   f"(its backlog on {sock_path} is full); try again") from None
             send_frame(sock, encode_control(message))
             data = recv_frame(sock)
     except TimeoutError:

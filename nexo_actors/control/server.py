@@ -38,6 +38,9 @@ Handler = Callable[[RequestUnion], ControlReply]
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 refuses connections under a burst
+    # of CLI calls or sidecar probes; the kernel queue is cheap.
+    request_queue_size = 128
     handler: Handler
     served = 0
 

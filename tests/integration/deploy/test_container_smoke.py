@@ -28,7 +28,7 @@ from tests.support.runtime import REPO
 
 pytestmark = pytest.mark.slow
 DEBIAN_PYTHON = "/usr/bin/python3"
-DRIVER = REPO / "tests" / "support" / "container_smoke.py"
+DRIVER = "tests.support.container_smoke"
 APP = Path("/app")
 
 
@@ -72,7 +72,8 @@ def image_venv() -> Iterator[Path]:
 
 
 def run_stack(venv: Path, **options: Any) -> dict[str, Any]:
-    args = [sys.executable, str(DRIVER), "--repo", str(REPO), "--venv", str(venv),
+    # As a module: run as a script, `import nats` would find tests/support/nats.py.
+    args = [sys.executable, "-m", DRIVER, "--repo", str(REPO), "--venv", str(venv),
             "--nats-server", nats_server_binary()]
     if "data_owner" in options:
         args += ["--data-owner", str(options["data_owner"])]
@@ -80,7 +81,7 @@ def run_stack(venv: Path, **options: Any) -> dict[str, Any]:
         args += ["--missing-secret", options["missing_secret"]]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(["unshare", "--mount", "--net", "--", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+                          text=True, timeout=120, env=env, cwd=REPO)
     assert done.returncode == 0, f"driver failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
