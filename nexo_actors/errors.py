@@ -16,7 +16,11 @@
     ├── DelegationError            agent-to-agent routing refused or timed out
     ├── ControlError               the CLI cannot talk to the daemon
     │   └── DaemonNotRunningError
-    └── SidecarError               the health/metrics server cannot start
+    ├── SidecarError               the health/metrics server cannot start
+    └── ExtensionError             an extension manifest, search path or id set is unusable
+        ├── ManifestError          every problem of one plugin.toml
+        ├── IdCollisionError       two manifests declare the same id
+        └── SearchPathError        a search path exists but cannot be read
 
 Each message names the file, field, path or port involved and says what the
 operator should do next; callers print `str(err)` and exit, no traceback.
@@ -124,3 +128,43 @@ class DaemonNotRunningError(ControlError):
 
 class SidecarError(NexoError):
     """The health/metrics server could not start."""
+
+
+class ExtensionError(NexoError):
+    """Extension layer: a manifest, a search path or the set of ids is unusable."""
+
+
+class ManifestError(ExtensionError):
+    """Every problem of one `plugin.toml`; `problems` each name the file and key path."""
+
+    def __init__(self, file: str, problems: Iterable[ConfigError], plugin_id: str | None = None) -> None:
+        self.file = file
+        self.problems: list[ConfigError] = list(problems)
+        # The id the file declares (when it is a string), so listings can name it.
+        self.plugin_id = plugin_id
+        n = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{file} is invalid ({n} problem{'s' if n != 1 else ''}):\n{lines}")
+
+
+class IdCollisionError(ExtensionError):
+    """Two manifests declare the same id; only the first (by search path order) is kept."""
+
+    def __init__(self, plugin_id: str, paths: list[str]) -> None:
+        self.plugin_id = plugin_id
+        self.paths = paths
+        super().__init__(
+            f"extension id '{plugin_id}' is declared by {len(paths)} manifests: {', '.join(paths)}; "
+            f"ids must be unique: rename one, or remove it from extensions.search_paths "
+            f"(only {paths[0]} is listed)"
+        )
+
+
+class SearchPathError(ExtensionError):
+    """A search path (or a directory below it) exists but cannot be read."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}; extensions below it are not discovered")
+

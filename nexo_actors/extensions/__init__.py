@@ -12,15 +12,12 @@ An extension is a directory with a `plugin.toml` under one of
 
 from __future__ import annotations
 
+from nexo_actors.errors import ExtensionError, IdCollisionError, ManifestError, SearchPathError
 from nexo_actors.extensions.discovery import STATUSES, DiscoveredExtension, Discovery, Status, discover
 from nexo_actors.extensions.listing import exit_code, render_table, to_json
 from nexo_actors.extensions.manifest import (
     MANIFEST_NAME,
-    ExtensionError,
-    IdCollisionError,
     Manifest,
-    ManifestError,
-    SearchPathError,
     id_problem,
     load_manifest,
     parse_manifest,

@@ -22,15 +22,8 @@ from typing import Literal, get_args
 
 from nexo_actors.config.load import display
 from nexo_actors.config.schema import ExtensionsSettings
-from nexo_actors.extensions.manifest import (
-    MANIFEST_NAME,
-    ExtensionError,
-    IdCollisionError,
-    Manifest,
-    ManifestError,
-    SearchPathError,
-    load_manifest,
-)
+from nexo_actors.errors import ExtensionError, IdCollisionError, ManifestError, SearchPathError
+from nexo_actors.extensions.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 

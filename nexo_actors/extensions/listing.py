@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nexo_actors.errors import IdCollisionError, SearchPathError
 from nexo_actors.extensions.discovery import STATUSES, DiscoveredExtension, Discovery
-from nexo_actors.extensions.manifest import IdCollisionError, SearchPathError
 
 EXIT_OK = 0
 EXIT_INVALID = 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,7 +23,11 @@ import msgspec
 
 from nexo_actors.bus.subjects import validate_subject
 from nexo_actors.config.validate import convert
-from nexo_actors.errors import ConfigError, NexoError, SubjectError
+from nexo_actors.errors import (
+    ConfigError,
+    ManifestError,
+    SubjectError,
+)
 
 MANIFEST_NAME = "plugin.toml"
 MAX_ID_LENGTH = 64
@@ -42,48 +45,6 @@ SEMVER_RE = re.compile(
     rf"(?:{_NUM})\.(?:{_NUM})\.(?:{_NUM})(?:-{_PRE}(?:\.{_PRE})*)?(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?"
 )
 CAPABILITY_KINDS = ("tools", "hooks", "channels", "providers")
-
-
-# --- errors (to move into nexo_actors/errors.py) ------------------------------
-
-
-class ExtensionError(NexoError):
-    """Extension layer: a manifest, a search path or the set of ids is unusable."""
-
-
-class ManifestError(ExtensionError):
-    """Every problem of one `plugin.toml`; `problems` each name the file and key path."""
-
-    def __init__(self, file: str, problems: Iterable[ConfigError], plugin_id: str | None = None) -> None:
-        self.file = file
-        self.problems: list[ConfigError] = list(problems)
-        # The id the file declares (when it is a string), so listings can name it.
-        self.plugin_id = plugin_id
-        n = len(self.problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"{file} is invalid ({n} problem{'s' if n != 1 else ''}):\n{lines}")
-
-
-class IdCollisionError(ExtensionError):
-    """Two manifests declare the same id; only the first (by search path order) is kept."""
-
-    def __init__(self, plugin_id: str, paths: list[str]) -> None:
-        self.plugin_id = plugin_id
-        self.paths = paths
-        super().__init__(
-            f"extension id '{plugin_id}' is declared by {len(paths)} manifests: {', '.join(paths)}; "
-            f"ids must be unique: rename one, or remove it from extensions.search_paths "
-            f"(only {paths[0]} is listed)"
-        )
-
-
-class SearchPathError(ExtensionError):
-    """A search path (or a directory below it) exists but cannot be read."""
-
-    def __init__(self, path: str, detail: str) -> None:
-        self.path = path
-        self.detail = detail
-        super().__init__(f"{path}: {detail}; extensions below it are not discovered")
 
 
 # --- schema -------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from nexo_actors.errors import IdCollisionError, SearchPathError
 from nexo_actors.extensions.discovery import Discovery, discover
-from nexo_actors.extensions.manifest import IdCollisionError, SearchPathError
 from tests.unit.extensions.manifests import settings, write_manifest
 
 NO_ENV: dict[str, str] = {"PATH": ""}
@@ -205,8 +208,32 @@ def test_search_path_that_is_a_file_is_reported(tmp_path: Path) -> None:
     assert str(err).startswith("extensions: not a directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def _errors_as(uid: int, cwd: Path, queue: multiprocessing.Queue[list[str]]) -> None:
+    os.setgid(uid)
+    os.setuid(uid)
+    queue.put([f"{type(e).__name__}: {e}" for e in run(cwd).errors])
+
+
 def test_unreadable_search_path_is_reported(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # Root reads any directory: look as an unprivileged uid, in a forked
+        # child that drops its privileges, from a directory it may traverse.
+        base = Path(tempfile.mkdtemp(prefix="nexo-ext-", dir="/tmp"))
+        base.chmod(0o755)
+        try:
+            (base / "extensions").mkdir(mode=0)
+            ctx = multiprocessing.get_context("fork")
+            queue: multiprocessing.Queue[list[str]] = ctx.Queue()
+            child = ctx.Process(target=_errors_as, args=(65534, base, queue))
+            child.start()
+            errors = queue.get(timeout=20)
+            child.join(20)
+        finally:
+            (base / "extensions").chmod(0o755)
+            shutil.rmtree(base)
+        assert len(errors) == 1 and errors[0].startswith("SearchPathError")
+        assert "cannot read" in errors[0]
+        return
     root = tmp_path / "extensions"
     root.mkdir()
     root.chmod(0)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from nexo_actors.errors import ManifestError
 from nexo_actors.extensions.manifest import (
     HttpTransport,
-    ManifestError,
     NatsTransport,
     StdioTransport,
     id_problem,
