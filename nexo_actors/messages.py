@@ -548,10 +548,14 @@ class HostDeliver(HostCommand, frozen=True, kw_only=True):
     redelivered: bool = False
 
 
-class HostFrame(HostCommand, frozen=True, kw_only=True):
-    """A frame read from the worker's pipe by the reader thread of `generation`."""
+class HostFrames(HostCommand, frozen=True, kw_only=True):
+    """Frames read from the worker's pipe in one go by the reader thread of `generation`.
 
-    frame: Any
+    The reader hands over everything already waiting in the pipe at once:
+    under load one actor wake-up serves many replies.
+    """
+
+    frames: list[Any]
     generation: int
 
 

@@ -51,6 +51,8 @@ CRASH_EXIT_CODE = 3
 READY_DELAY_ENV = "NEXO_TEST_READY_DELAY"
 # Every Nth ping is answered with a StateReport too.
 REPORT_EVERY = 4
+# Frames handed to the loop per wake-up at most.
+READ_BATCH = 256
 
 
 def worker_main(conn: Connection, worker_id: int) -> None:
@@ -111,17 +113,23 @@ class Worker:
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
+            frames: list[FrameUnion] = []
             try:
-                data = self.conn.recv_bytes()
+                frames.append(decode_frame(self.conn.recv_bytes()))
+                # Everything already in the pipe goes over in one loop wake-up.
+                while len(frames) < READ_BATCH and self.conn.poll(0):
+                    frames.append(decode_frame(self.conn.recv_bytes()))
             except (EOFError, OSError):
                 loop.call_soon_threadsafe(self.done.set)
                 return
-            try:
-                frame = decode_frame(data)
             except MessageDecodeError as exc:
                 log.error("dropping an undecodable frame from the parent", extra={"error": str(exc)})
-                continue
-            loop.call_soon_threadsafe(self.on_frame, frame)
+            if frames:
+                loop.call_soon_threadsafe(self.on_frames, frames)
+
+    def on_frames(self, frames: list[FrameUnion]) -> None:
+        for frame in frames:
+            self.on_frame(frame)
 
     def on_frame(self, frame: FrameUnion) -> None:
         match frame:

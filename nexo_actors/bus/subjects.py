@@ -8,7 +8,12 @@ inside a longer token (`a*`) is just a character.
 
 from __future__ import annotations
 
+import re
+
 from nexo_actors.errors import SubjectError
+
+# On every publish: one compiled search instead of a Python-level loop per character.
+_WHITESPACE = re.compile(r"\s")
 
 INBOUND_PREFIX = "plugin.inbound"
 OUTBOUND_PREFIX = "plugin.outbound"
@@ -20,7 +25,7 @@ RELOAD_SUBJECT = "control.reload"
 def _tokens(subject: str, what: str) -> list[str]:
     if not subject:
         raise SubjectError(f"{what} is empty")
-    if any(c.isspace() for c in subject):
+    if _WHITESPACE.search(subject):
         raise SubjectError(f"{what} {subject!r} contains whitespace")
     tokens = subject.split(".")
     if any(t == "" for t in tokens):

@@ -69,8 +69,18 @@ def test_sigterm_under_load_exits_0_in_5s_and_every_event_is_answered_once_after
         def answers() -> Counter[str]:
             return Counter(json.loads(m.data)["correlation_id"] for m in probe.messages())
 
-        wait_until(lambda: set(accepted) <= set(answers()), timeout=60,
-                   what="an answer to every accepted event")
+        try:
+            wait_until(lambda: set(accepted) <= set(answers()), timeout=30,
+                       what="an answer to every accepted event")
+        except AssertionError:
+            import apsw
+            missing = set(accepted) - set(answers())
+            db = apsw.Connection(str(data_dir / "queue" / "broker.db"))
+            rows = {r[0]: r[1] for r in db.execute("select id, state from inbox")}
+            pend = {r[0] for r in db.execute("select id from pending_events")}
+            raise AssertionError(f"{len(missing)} missing; in inbox: "
+                                 f"{[(m, rows.get(m), m in pend) for m in list(missing)[:10]]}; "
+                                 f"first run log tail:\n" + "\n".join(first.lines[-25:])) from None
         counts = answers()
         assert all(counts[e] == 1 for e in accepted), {e: counts[e] for e in accepted if counts[e] != 1}
         assert second.proc is not None and second.proc.poll() is None
