@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from nexo_actors.errors import NexoError
-from tests.integration.bus.helpers import Probe
+from tests.support.probe import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
 from tests.support.metrics import sample

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.bus.helpers import Probe
+from tests.support.probe import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
 from tests.support.metrics import sample
