@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from nexo_actors.errors import NexoError
-from tests.support.probe import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
 from tests.support.metrics import sample
 from tests.support.nats import NatsServer
+from tests.support.probe import Probe
 from tests.support.runtime import RuntimeProcess
 from tests.support.waiting import wait_until
 

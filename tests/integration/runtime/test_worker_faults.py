@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.probe import Probe
 from tests.support.confdir import write_conf
 from tests.support.control import Control
 from tests.support.metrics import sample
 from tests.support.nats import NatsServer
+from tests.support.probe import Probe
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
