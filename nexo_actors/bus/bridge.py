@@ -5,9 +5,12 @@ client lives there, as do the drain and the periodic tick) and the local bus.
 
 Publish path (`Bridge.publish`, thread-safe, never blocks on the network):
   NATS up and breaker closed -> publish + shared flush; the event counts as
-  delivered when the flush returns. Otherwise (or when that fails) -> one
-  store transaction puts it in pending_events (and, for a reply, closes its
-  inbox row), then this process's subscribers get it from the local bus, with
+  delivered when the flush returns. Callers hand events over through a queue
+  the loop empties once per burst; outcomes are applied in publish order, so
+  events that fall back reach pending_events (and the drain) in that order.
+  Otherwise (or when that fails) -> one store transaction puts it in
+  pending_events (and, for a reply, closes its inbox row), then this
+  process's subscribers get it from the local bus, with
   headers naming this instance and the agents that already had it, so the
   drained copy is skipped here and by other replicas of those agents. With
   `type: local` the local bus is the bus and nothing is queued.
@@ -30,6 +33,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +78,46 @@ DeliverFn = Callable[[str, Event, bool], None]
 PublishDone = Callable[[BaseException | None], None]
 EventHandler = Callable[[Event], None]
 RESUME_RATIO = 0.8
+_VALID_TOPICS_KEPT = 4096  # a bound on the memo of validated topics (reply subjects are unique)
 SLOWDOWN_FROM = 0.5
+
+
+class _Outgoing:
+    """One publish on its way to NATS, and its place in line.
+
+    Outcomes (queue the event, close its inbox row, call on_done) are applied
+    strictly in publish order: a publish waiting for its flush can fail after
+    later ones already went to the disk queue (NATS dropped in between), and
+    applying them in order keeps pending_events, and so the drain, in the
+    order events were published.
+    """
+
+    __slots__ = ("data", "done", "error", "event", "inbound", "state", "topic")
+
+    # WAITING/FLUSHING (written, flush pending) hold the line; the rest are outcomes.
+    WAITING, FLUSHING, SENT, FAILED, QUEUE = range(5)
+
+    def __init__(self, topic: str, event: Event, data: bytes, inbound: tuple[str, str] | None,
+                 done: PublishDone | None) -> None:
+        self.topic = topic
+        self.event = event
+        self.data = data
+        self.inbound = inbound
+        self.done = done
+        self.state = _Outgoing.WAITING
+        self.error: BaseException | None = None
+
+
+class _Listener:
+    """A `listen` subscription; its NATS side is made whenever the link is up."""
+
+    __slots__ = ("cancelled", "on_msg", "sub", "subject")
+
+    def __init__(self, subject: str, on_msg: Callable[[Msg], Any]) -> None:
+        self.subject = subject
+        self.on_msg = on_msg
+        self.sub: Subscription | None = None
+        self.cancelled = False
 
 
 def queue_group(agent_id: str) -> str:
@@ -110,13 +153,24 @@ class Bridge:
         self.routes: dict[str, list[str]] = {}
         self._local_subs: dict[str, list[LocalSubscription]] = {}
         self._nats_subs: dict[str, list[Subscription]] = {}
+        self._reload_sub: Subscription | None = None
+        self._listeners: set[_Listener] = set()  # loop thread only
         self._lock = threading.Lock()
-        self._inflight = 0
-        self._idle = threading.Condition(self._lock)
+        self._inflight = 0  # publishes accepted by `publish` whose on_done has not run
+        self._idle = threading.Condition(threading.Lock())
         self.depth = 0
+        self._depth_lock = threading.Lock()
         self.intake_paused = False
         self.intake_stopped = False
         self._draining = False
+        # Publish path (see `publish`): callers append to the outbox; the loop
+        # moves items into line (in publish order) and to the sender task.
+        self._outbox: deque[_Outgoing] = deque()
+        self._valid_topics: set[str] = set()
+        self._pump_scheduled = False
+        self._line: deque[_Outgoing] = deque()  # loop thread only, oldest first
+        self._to_send: deque[_Outgoing] = deque()  # loop thread only
+        self._sender: asyncio.Task[None] | None = None
         self._last_refresh = 0.0
         self.drains = 0
         self.dropped = 0
@@ -191,12 +245,15 @@ class Bridge:
     def listen(self, subject: str, handler: EventHandler) -> Callable[[], None]:
         """A plain subscription (replies for `nexo send`, delegation answers); no journal.
 
-        Returns the function that unsubscribes it.
+        Subscribed on NATS now if the link is up, else as soon as it connects.
+        A queued copy this runtime published is skipped on NATS: its local bus
+        already delivered it. Returns the function that unsubscribes it.
         """
         local = self.local.subscribe(subject, lambda ev, _h: handler(ev), name=f"listen:{subject}")
-        nats_sub: list[Subscription] = []
 
         async def on_msg(msg: Msg) -> None:
+            if (msg.headers or {}).get(ORIGIN_HEADER) == self.instance_id:
+                return
             try:
                 handler(parse_inbound(msg.subject, msg.data, self.settings.limits.max_payload,
                                       msg.reply))
@@ -204,16 +261,33 @@ class Bridge:
                 log.warning("ignored an undecodable reply", extra={"subject": msg.subject,
                                                                   "error": str(exc)})
 
-        if self.link is not None and self.link.connected:
-            nats_sub.append(asyncio.run_coroutine_threadsafe(
-                self.link.subscribe(subject, "", on_msg), self.loop).result(10))
+        listener = _Listener(subject, on_msg)
+        if self.link is not None:
+            asyncio.run_coroutine_threadsafe(self._add_listener(listener), self.loop).result(10)
 
         def cancel() -> None:
             local.unsubscribe(timeout=0.5)
-            for sub in nats_sub:
-                asyncio.run_coroutine_threadsafe(_quiet_unsubscribe(sub), self.loop)
+            if self.link is not None and self.loop.is_running():  # else the link is gone already
+                asyncio.run_coroutine_threadsafe(self._remove_listener(listener), self.loop)
 
         return cancel
+
+    async def _add_listener(self, listener: _Listener) -> None:
+        self._listeners.add(listener)
+        await self._subscribe_listener(listener)
+
+    async def _subscribe_listener(self, listener: _Listener) -> None:
+        if (self.link is None or not self.link.connected or listener.cancelled
+                or listener.sub is not None):
+            return
+        listener.sub = await self.link.subscribe(listener.subject, "", listener.on_msg)
+
+    async def _remove_listener(self, listener: _Listener) -> None:
+        listener.cancelled = True
+        self._listeners.discard(listener)
+        if listener.sub is not None:
+            await _quiet_unsubscribe(listener.sub)
+            listener.sub = None
 
     # --- publish path ---------------------------------------------------------
 
@@ -225,19 +299,27 @@ class Bridge:
         which is closed in the same step (same transaction when queued).
         Raises PayloadTooLargeError / SubjectError at once.
         """
-        validate_subject(topic)
+        if topic not in self._valid_topics:  # topics repeat: validate each one once
+            validate_subject(topic)
+            if len(self._valid_topics) >= _VALID_TOPICS_KEPT:
+                self._valid_topics.clear()
+            self._valid_topics.add(topic)
         data = encode_event(event)
         if len(data) > self.settings.limits.max_payload:
             raise PayloadTooLargeError(topic, len(data), self.settings.limits.max_payload)
-        with self._lock:
+        with self._idle:
             self._inflight += 1
-        done = self._finisher(on_done)
         if self.link is None:
             self.local.publish(topic, event)
             metrics.EVENTS_PUBLISHED.labels(transport="local").inc()
-            self._complete(inbound, None, done)
+            self._complete(inbound, None, self._finisher(on_done))
             return
-        self.link.call(self.loop.create_task, self._publish_nats(topic, event, data, inbound, done))
+        self._outbox.append(_Outgoing(topic, event, data, inbound, on_done))
+        # One wake-up of the loop per burst, not per event (deque appends are
+        # thread-safe; the loop clears the flag before it empties the outbox).
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.link.call(self._pump)
 
     def publish_inbound(self, topic: str, event: Event, on_done: PublishDone | None = None) -> None:
         """Operator intake (`nexo send`): refused, not dropped, while intake is paused."""
@@ -259,32 +341,97 @@ class Bridge:
                 if on_done is not None:
                     on_done(error)
             finally:
-                with self._idle:
-                    self._inflight -= 1
-                    self._idle.notify_all()
+                self._finish(1)
         return done
 
-    async def _publish_nats(self, topic: str, event: Event, data: bytes,
-                            inbound: tuple[str, str] | None, done: PublishDone) -> None:
-        assert self.link is not None
-        if self.link.connected and self.breaker.allow():
+    def _finish(self, count: int) -> None:
+        """`count` publishes are over (delivered, queued or refused): `close` waits for none left."""
+        with self._idle:
+            self._inflight -= count
+            if self._inflight <= 0:
+                self._idle.notify_all()
+
+    def _pump(self) -> None:
+        """Loop thread: put every submitted publish in line, in order, and wake the sender."""
+        self._pump_scheduled = False
+        outbox = self._outbox
+        taken = [outbox.popleft() for _ in range(len(outbox))]  # what is there now, in order
+        self._line.extend(taken)
+        self._to_send.extend(taken)
+        if self._to_send and (self._sender is None or self._sender.done()):
+            self._sender = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Write what is in line to NATS, one batch at a time; each batch is confirmed apart."""
+        link = self.link
+        assert link is not None
+        while self._to_send:
+            batch = list(self._to_send)
+            self._to_send.clear()
+            sent: list[_Outgoing] = []
             try:
-                await self.link.publish(topic, data)
-                await self.link.confirm()
-            except MaxPayloadError:
-                # The server's limit is below ours: this event can never go out.
-                error = PayloadTooLargeError(topic, len(data), self.settings.limits.max_payload)
-                log.error(str(error))
-                self._complete(inbound, None, done, error=error)
-                return
-            except Exception as exc:
-                self.breaker.record_failure(str(exc))
-            else:
-                self.breaker.record_success()
-                metrics.EVENTS_PUBLISHED.labels(transport="nats").inc()
-                self._complete(inbound, None, done)
-                return
-        self._fallback(topic, event, data, inbound, done)
+                if link.connected and self.breaker.allow():
+                    write = link.writer()
+                    for position, item in enumerate(batch):
+                        try:
+                            await write(item.topic, item.data)
+                        except MaxPayloadError:
+                            # The server's limit is below ours: this event can never go out.
+                            item.error = PayloadTooLargeError(item.topic, len(item.data),
+                                                              self.settings.limits.max_payload)
+                            item.state = _Outgoing.FAILED
+                            log.error(str(item.error))
+                        except Exception as exc:  # the link failed: the rest go to the queue
+                            self.breaker.record_failure(str(exc))
+                            for rest in batch[position:]:
+                                rest.state = _Outgoing.QUEUE
+                            break
+                        else:
+                            item.state = _Outgoing.FLUSHING
+                            sent.append(item)
+            finally:
+                for item in batch:
+                    if item.state == _Outgoing.WAITING:  # NATS away, breaker open, or an error
+                        item.state = _Outgoing.QUEUE
+                if sent:
+                    self.loop.create_task(self._confirm(sent))
+                self._release()
+
+    async def _confirm(self, sent: list[_Outgoing]) -> None:
+        assert self.link is not None
+        try:
+            await self.link.confirm(len(sent))
+        except Exception as exc:
+            self.breaker.record_failure(str(exc))
+            state = _Outgoing.QUEUE
+        else:
+            self.breaker.record_success()
+            metrics.EVENTS_PUBLISHED.labels(transport="nats").inc(len(sent))
+            state = _Outgoing.SENT
+        for item in sent:
+            item.state = state
+        self._release()
+
+    def _release(self) -> None:
+        """Apply the outcomes of the oldest publishes that have one, in publish order."""
+        line = self._line
+        finished = 0
+        while line and line[0].state > _Outgoing.FLUSHING:
+            item = line.popleft()
+            try:
+                if item.state == _Outgoing.QUEUE:
+                    self._fallback(item.topic, item.event, item.data, item.inbound,
+                                   self._finisher(item.done))
+                elif item.inbound is not None:
+                    self._complete(item.inbound, None, self._finisher(item.done), error=item.error)
+                else:  # no store step: the common, cheap case (counted out below, once)
+                    finished += 1
+                    if item.done is not None:
+                        item.done(item.error)
+            except Exception:  # one event's bookkeeping must not stall every later one
+                log.exception("applying a publish outcome failed")
+        if finished:
+            self._finish(finished)
 
     def _fallback(self, topic: str, event: Event, data: bytes,
                   inbound: tuple[str, str] | None, done: PublishDone) -> None:
@@ -383,7 +530,11 @@ class Bridge:
     # --- backpressure -------------------------------------------------------
 
     def on_depth(self, depth: int) -> None:
-        """Called by the store (its thread) whenever pending_events' depth changes."""
+        """The depth of pending_events changed (the store's thread, or the bridge's tick)."""
+        with self._depth_lock:
+            self._on_depth(depth)
+
+    def _on_depth(self, depth: int) -> None:
         self.depth = depth
         cap = self.settings.limits.max_pending
         if not self.intake_paused and depth >= cap:
@@ -438,12 +589,15 @@ class Bridge:
         # Subscriptions restored by nats-py after a reconnect stay; anything
         # added while we were away (or dropped by a pause) is made now.
         await self._subscribe_all()
-        if RELOAD_SUBJECT not in self._nats_subs:
+        for listener in list(self._listeners):
+            await self._subscribe_listener(listener)
+        if self._reload_sub is None:
             async def reload_handler(_msg: Msg) -> None:
                 if self.on_reload is not None:
                     self.on_reload()
-            self._nats_subs[RELOAD_SUBJECT] = [
-                await self.link.subscribe(RELOAD_SUBJECT, "", reload_handler)]
+            # Kept apart from the agents' subscriptions: pausing intake must
+            # not stop `control.reload`.
+            self._reload_sub = await self.link.subscribe(RELOAD_SUBJECT, "", reload_handler)
         if self.settings.fallback.drain_on_reconnect:
             self._start_drain()
 
@@ -468,7 +622,8 @@ class Bridge:
         now = time.monotonic()
         if now - self._last_refresh >= self.settings.refresh_interval:
             self._last_refresh = now
-            self.depth = await self._ask(Refresh())
+            # Through on_depth: a queue already full at boot must pause intake too.
+            self.on_depth(await self._ask(Refresh()))
             self.stats = await self._ask(StoreStatsRequest())
         if self.link is None:
             if self.depth > 0:
@@ -503,7 +658,7 @@ class Bridge:
                     return
                 self.drains += 1
                 outcome, link_failed = await self._drain_batch(rows)
-                self.depth = await self._ask(outcome)
+                self.on_depth(await self._ask(outcome))
                 if link_failed:
                     return
         except asyncio.CancelledError:
@@ -539,7 +694,7 @@ class Bridge:
         link_failed = False
         if self.link is not None and published:
             try:
-                await self.link.confirm()
+                await self.link.confirm(len(published))
                 self.breaker.record_success()
             except Exception as exc:
                 # NATS went away mid-batch: nothing is counted against the rows.

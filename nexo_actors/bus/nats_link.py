@@ -14,6 +14,23 @@ Only the bridge uses it. What it promises:
   one PING;
 * while not connected, `publish` fails at once (LinkDownError) instead of
   buffering, so the caller's fallback (the disk queue) takes the event.
+
+Two nats-py (2.16) behaviours the confirmation works around:
+
+* `Client.flush(timeout)` cancels its PONG future on timeout but leaves it in
+  the client's PONG queue. When the server answers later (a stalled server
+  resumed), the client's read loop dies on `InvalidStateError`: no more
+  messages are read, and every later `flush()` returns at once *without* a
+  PING, "confirming" publishes nothing has acknowledged. So each round trip
+  runs in a task of its own with a long timeout (`PONG_GRACE`, beyond
+  nats-py's own stale-connection detection) and the caller stops waiting
+  after `flush_timeout` without cancelling it; a round whose connection went
+  away is failed at once on disconnect. A read loop found dead anyway forces
+  a reconnect instead of being trusted.
+* `flush()` writes its PING straight to the socket, ahead of commands still
+  waiting in the client's buffer for its flusher task (the socket is backed
+  up). A PONG would then cover publishes still in this process's memory, so
+  a round first waits for the flusher to hand the buffer to the socket.
 """
 
 from __future__ import annotations
@@ -37,6 +54,11 @@ from nexo_actors.errors import BusError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long a PING may wait for its PONG on a connection that is still open
+# (see the module doc). Longer than nats-py's stale-connection detection
+# (ping_interval 120 s x max_outstanding_pings 2), which replaces the
+# connection and so ends the wait first.
+PONG_GRACE = 600.0
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
 
@@ -64,6 +86,10 @@ class NatsLink:
         self.nc = Client()
         self.last_error = ""
         self._waiting: list[asyncio.Future[None]] = []
+        self._waiting_count = 0  # publishes covered by the waits in _waiting
+        # Round trips (PING sent, PONG awaited) and the tasks running them.
+        self._rounds: set[asyncio.Future[None]] = set()
+        self._round_tasks: set[asyncio.Task[None]] = set()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -165,6 +191,7 @@ class NatsLink:
         log.warning("disconnected from NATS; events go to the disk queue until it is back",
                     extra={"url": safe_url(self.settings.url)})
         self._fail_waiting(LinkDownError("disconnected from NATS before the flush returned"))
+        self._fail_rounds(LinkDownError("disconnected from NATS before the PONG came back"))
         await self.on_disconnected(self.last_error or "disconnected")
 
     async def _reconnected_cb(self) -> None:
@@ -179,11 +206,26 @@ class NatsLink:
             raise LinkDownError(f"not connected to {safe_url(self.settings.url)}")
         await self.nc.publish(subject, data, headers=headers or None)
 
-    async def confirm(self) -> None:
-        """Wait for a flush covering every publish made before this call."""
+    def writer(self) -> Callable[[str, bytes], Awaitable[None]]:
+        """`publish` without its per-message connection check, for one burst of writes.
+
+        Take it right after checking `connected`, use it for the messages at
+        hand and drop it: if the link fails meanwhile nats-py buffers the rest,
+        and the flush that `confirm()` waits for fails, so nothing is counted
+        as delivered that was not.
+        """
+        return self.nc.publish
+
+    async def confirm(self, count: int = 1) -> None:
+        """Wait for a flush covering every publish made before this call.
+
+        `count` is how many publishes this wait covers: a flush goes out at
+        once when `flush_batch` of them are waiting, else after `flush_interval`.
+        """
         fut: asyncio.Future[None] = self.loop.create_future()
         self._waiting.append(fut)
-        if len(self._waiting) >= self.settings.flush_batch:
+        self._waiting_count += count
+        if self._waiting_count >= self.settings.flush_batch:
             self._flush_now()
         elif self._flush_timer is None:
             self._flush_timer = self.loop.call_later(self.settings.flush_interval, self._flush_now)
@@ -194,6 +236,7 @@ class NatsLink:
             self._flush_timer.cancel()
             self._flush_timer = None
         batch, self._waiting = self._waiting, []
+        self._waiting_count = 0
         if batch:
             self.loop.create_task(self._flush(batch))
 
@@ -201,7 +244,8 @@ class NatsLink:
         try:
             if not self.connected:
                 raise LinkDownError("disconnected from NATS before the flush")
-            await self.nc.flush(timeout=self.settings.flush_timeout)  # type: ignore[arg-type]  # float works; stub says int
+            # shield: giving up must not cancel the round (see the module doc).
+            await asyncio.wait_for(asyncio.shield(self._round_trip()), self.settings.flush_timeout)
         except Exception as exc:
             error = exc if isinstance(exc, BusError) else LinkDownError(
                 f"flush to NATS failed: {_describe(exc, self.settings.url)}")
@@ -215,7 +259,57 @@ class NatsLink:
 
     def _fail_waiting(self, error: BaseException) -> None:
         batch, self._waiting = self._waiting, []
+        self._waiting_count = 0
         for fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _round_trip(self) -> asyncio.Future[None]:
+        """A future resolved when a PONG covering every earlier publish comes back."""
+        result: asyncio.Future[None] = self.loop.create_future()
+        result.add_done_callback(_retrieve)
+        self._rounds.add(result)
+        task = self.loop.create_task(self._ping(result))
+        self._round_tasks.add(task)
+        task.add_done_callback(self._round_tasks.discard)
+        return result
+
+    async def _ping(self, result: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(self._write_barrier(), PONG_GRACE)
+            reader: asyncio.Task[None] | None = getattr(self.nc, "_reading_task", None)
+            if reader is not None and reader.done() and self.connected:
+                # nats-py's flush() would return without a PING: nothing could be confirmed.
+                await self._force_reconnect("the NATS client stopped reading its connection")
+                raise LinkDownError("NATS connection is being replaced; its read loop had stopped")
+            await self.nc.flush(timeout=PONG_GRACE)  # type: ignore[arg-type]  # float works; stub says int
+        except Exception as exc:
+            if not result.done():
+                result.set_exception(exc)
+        else:
+            if not result.done():
+                result.set_result(None)
+        finally:
+            self._rounds.discard(result)
+
+    async def _write_barrier(self) -> None:
+        """Return once nats-py's flusher has written everything buffered before this call."""
+        queue: asyncio.Queue[asyncio.Future[None]] | None = getattr(self.nc, "_flush_queue", None)
+        if queue is None or not self.connected:
+            return
+        written: asyncio.Future[None] = self.loop.create_future()
+        await queue.put(written)  # the flusher writes the whole buffer, then resolves it
+        await written
+
+    async def _force_reconnect(self, why: str) -> None:
+        log.warning("replacing the NATS connection", extra={"reason": why})
+        process_op_err = getattr(self.nc, "_process_op_err", None)
+        if process_op_err is not None:
+            await process_op_err(nats.errors.StaleConnectionError())
+
+    def _fail_rounds(self, error: BaseException) -> None:
+        rounds, self._rounds = self._rounds, set()
+        for fut in rounds:
             if not fut.done():
                 fut.set_exception(error)
 
@@ -244,6 +338,16 @@ class NatsLink:
             except Exception as exc:  # closing a dead connection can raise; it is closed anyway
                 log.debug("error while closing NATS", extra={"error": repr(exc)})
         self._fail_waiting(LinkDownError("NATS link closed"))
+        self._fail_rounds(LinkDownError("NATS link closed"))
+        for task in list(self._round_tasks):
+            task.cancel()
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    # Nobody may be waiting any more (the caller gave up after flush_timeout):
+    # mark the outcome as seen so asyncio does not log it as lost.
+    if not fut.cancelled():
+        fut.exception()
 
 
 def safe_url(url: str) -> str:

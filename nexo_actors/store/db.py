@@ -13,13 +13,28 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import apsw
+import msgspec
 
 from nexo_actors.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Version 1 keyed pending_events by the (random) event id; version 2 keys it
+# by seq so enqueue cost does not grow with depth (see schema.sql).
+_MIGRATE_TO_2 = """
+CREATE TABLE pending_events_v2 (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    headers BLOB, enqueued_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT);
+INSERT INTO pending_events_v2 (seq, id, topic, payload, headers, enqueued_at, attempts, last_error)
+    SELECT seq, id, topic, payload, headers, enqueued_at, attempts, last_error
+    FROM pending_events ORDER BY seq;
+DROP TABLE pending_events;
+ALTER TABLE pending_events_v2 RENAME TO pending_events;
+"""
 
 
 def now_ms() -> int:
@@ -43,8 +58,14 @@ def open_db(path: Path, busy_timeout: float = 5.0, synchronous: str = "FULL",
         if version < SCHEMA_VERSION:
             schema = resources.files("nexo_actors.store").joinpath("schema.sql").read_text()
             with conn:
+                if version == 1:
+                    conn.execute(_MIGRATE_TO_2)
                 conn.execute(schema)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"{path} was written by a newer nexo_actors (schema {version}, this "
+                             f"one knows {SCHEMA_VERSION}); upgrade, or move the file aside")
         return conn
     except apsw.ReadOnlyError as exc:
         raise StoreError(f"{path} is read-only for this process; check the owner of its "
@@ -71,7 +92,11 @@ def scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
 
 
 def encode_headers(headers: dict[str, str] | None) -> bytes | None:
-    return json.dumps(headers, sort_keys=True).encode() if headers else None
+    # msgspec: a tenth of json.dumps' cost on the enqueue path; same JSON object.
+    return _headers_encoder.encode(headers) if headers else None
+
+
+_headers_encoder = msgspec.json.Encoder(order="sorted")
 
 
 def decode_headers(raw: bytes | None) -> dict[str, str]:
@@ -83,8 +108,9 @@ def decode_headers(raw: bytes | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-@dataclass(frozen=True)
-class PendingRow:
+class PendingRow(NamedTuple):
+    """A queued event as FetchPending hands it out (a tuple: made 100 at a time per drain batch)."""
+
     id: str
     topic: str
     payload: bytes

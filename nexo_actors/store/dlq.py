@@ -48,13 +48,18 @@ def replay(path: Path, ids: list[str] | None) -> int:
                         f"no dead letter with id {', '.join(missing)} in {path}; "
                         "see `nexo dlq list` for the ids")
                 selected = ids
+            # A copy of the event still pending (rare) gives way to the replayed one:
+            # one scan for all of them, as pending_events has no index on id.
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS replaying (id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM temp.replaying")
+            conn.executemany("INSERT OR IGNORE INTO temp.replaying (id) VALUES (?)",
+                             [(i,) for i in selected])
+            conn.execute("DELETE FROM pending_events WHERE id IN (SELECT id FROM temp.replaying)")
             for id_ in selected:
+                # seq (the rowid) left out: SQLite appends the row at the tail of the queue.
                 conn.execute(
-                    "INSERT INTO pending_events (id, topic, payload, headers, enqueued_at, seq, attempts)"
-                    " SELECT id, topic, payload, headers, ?,"
-                    " (SELECT IFNULL(MAX(seq), 0) + 1 FROM pending_events), 0"
-                    " FROM dead_letters WHERE id = ?"
-                    " ON CONFLICT (id) DO UPDATE SET attempts = 0, last_error = NULL",
+                    "INSERT INTO pending_events (id, topic, payload, headers, enqueued_at, attempts)"
+                    " SELECT id, topic, payload, headers, ?, 0 FROM dead_letters WHERE id = ?",
                     (now_ms(), id_))
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
                 # A dead letter of an agent that never finished an event is named
