@@ -19,6 +19,19 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from nexo_actors import __version__
 
+# --- label values: bounded categories, defined once -----------------------------
+TRANSPORT_NATS, TRANSPORT_LOCAL, TRANSPORT_QUEUED = "nats", "local", "queued"
+DROP_EMPTY = "empty"                      # neither text nor media
+DROP_DUPLICATE = "duplicate"              # an event id already journaled for that agent
+DROP_NATS_UNAVAILABLE = "nats_unavailable"  # fallback.mode: drop while NATS is away
+DEAD_DESERIALIZATION = "deserialization"  # a poison body on an inbound subject
+DEAD_PUBLISH_FAILED = "publish_failed"    # max_attempts failed drains
+DEAD_UNDECODABLE = "undecodable"          # a queued row that no longer decodes
+DEAD_AGENT_FAILED = "agent_failed"        # its worker died max_redeliveries times on it
+TRANSPORTS = (TRANSPORT_NATS, TRANSPORT_LOCAL, TRANSPORT_QUEUED)
+DROP_REASONS = (DROP_EMPTY, DROP_DUPLICATE, DROP_NATS_UNAVAILABLE)
+DEAD_LETTER_REASONS = (DEAD_DESERIALIZATION, DEAD_PUBLISH_FAILED, DEAD_UNDECODABLE, DEAD_AGENT_FAILED)
+
 # --- messages and events (main process) ---------------------------------------
 MESSAGES_PROCESSED = Counter(
     "messages_processed", "Inbound events an agent finished (replied or decided not to).",

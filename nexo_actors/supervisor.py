@@ -151,11 +151,12 @@ class Supervisor(pykka.ThreadingActor):
         for host in self.view.hosts:
             metrics.ACTOR_RESTARTS.labels(actor=host.proxy().name.get())
         nats = self.config.broker.type == "nats"
-        for transport in ("nats", "local", "queued") if nats else ("local",):
+        for transport in metrics.TRANSPORTS if nats else (metrics.TRANSPORT_LOCAL,):
             metrics.EVENTS_PUBLISHED.labels(transport=transport)
-        for reason in ("empty", "duplicate", *(("nats_unavailable",) if nats else ())):
-            metrics.MESSAGES_DROPPED.labels(reason=reason)
-        for category in ("deserialization", "publish_failed", "undecodable", "agent_failed"):
+        for reason in metrics.DROP_REASONS:
+            if nats or reason != metrics.DROP_NATS_UNAVAILABLE:
+                metrics.MESSAGES_DROPPED.labels(reason=reason)
+        for category in metrics.DEAD_LETTER_REASONS:
             metrics.DEAD_LETTERS_TOTAL.labels(reason=category)
 
     def _wait_workers_ready(self) -> None:

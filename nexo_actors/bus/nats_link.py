@@ -206,7 +206,7 @@ class NatsLink:
             raise LinkDownError(f"not connected to {safe_url(self.settings.url)}")
         await self.nc.publish(subject, data, headers=headers or None)
 
-    def writer(self) -> Callable[[str, bytes], Awaitable[None]]:
+    def writer(self) -> Callable[..., Awaitable[None]]:
         """`publish` without its per-message connection check, for one burst of writes.
 
         Take it right after checking `connected`, use it for the messages at

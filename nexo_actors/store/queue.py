@@ -266,7 +266,7 @@ class QueueStore(pykka.ThreadingActor):
                     self._insert_dead(db, f"{event_id}:{agent_id}", topic, payload, None,
                                       f"agent {agent_id} did not finish it in {attempts} attempts"
                                       " (its worker died each time)", attempts)
-                    dead.append("agent_failed")
+                    dead.append(metrics.DEAD_AGENT_FAILED)
                 return int(attempts)
             case RecordDeadLetter():
                 self._insert_dead(db, cmd.id, cmd.topic, cmd.payload, None, cmd.reason, cmd.attempts)
@@ -389,13 +389,13 @@ class QueueStore(pykka.ThreadingActor):
                         (seq, id_))
             if row and row[0][0] >= self.max_attempts:
                 self._move_to_dead(db, seq, id_, error)
-                categories.append("publish_failed")
+                categories.append(metrics.DEAD_PUBLISH_FAILED)
         for id_, reason in outcome.undecodable:
             seq = self._seq_of(db, id_)
             if seq is None:
                 continue
             self._move_to_dead(db, seq, id_, reason)
-            categories.append("undecodable")
+            categories.append(metrics.DEAD_UNDECODABLE)
         return deleted
 
     def _move_to_dead(self, db: apsw.Connection, seq: int, id_: str, reason: str) -> None:
