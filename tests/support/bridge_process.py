@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.lines import LineCollector
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,10 +198,15 @@ class BridgeProcess:
         for agent, subjects in (attach or {}).items():
             self.argv += ["--attach", f"{agent}={','.join(subjects)}"]
         self.proc: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-        self.stderr: list[str] = []
-        self._cond = threading.Condition()
-        self._readers: list[threading.Thread] = []
+        self.output: LineCollector | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        return self.output.stdout if self.output else []
+
+    @property
+    def stderr(self) -> list[str]:
+        return self.output.stderr if self.output else []
 
     def start(self, timeout: float = 30.0) -> BridgeProcess:
         env = dict(os.environ)
@@ -208,20 +214,9 @@ class BridgeProcess:
         self.proc = subprocess.Popen(self.argv, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      bufsize=1, start_new_session=True)
-        for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.stderr)):
-            t = threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-            t.start()
-            self._readers.append(t)
+        self.output = LineCollector(self.proc, "bridge_process")
         self.wait_line(r"^ready$", timeout)
         return self
-
-    def _read(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            with self._cond:
-                sink.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
 
     def send(self, command: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -229,8 +224,9 @@ class BridgeProcess:
         self.proc.stdin.flush()
 
     def snapshot(self) -> list[str]:
-        with self._cond:
-            return list(self.lines)
+        assert self.output is not None
+        with self.output.cond:
+            return list(self.output.stdout)
 
     def ids(self, kind: str) -> list[str]:
         """Event ids of every `kind ID ...` line so far (e.g. kind="accepted"), in order."""
@@ -238,28 +234,14 @@ class BridgeProcess:
         return [line.split()[1] for line in self.snapshot() if line.startswith(prefix)]
 
     def wait_line(self, pattern: str, timeout: float = 30.0, start: int = 0) -> str:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[start:]:
-                    if rx.search(line):
-                        return line
-                gone = self.proc is not None and self.proc.poll() is not None and not any(
-                    t.is_alive() for t in self._readers)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or gone:
-                    raise AssertionError(
-                        f"bridge_process printed no line matching {pattern!r} within {timeout}s "
-                        f"(exit code {self.proc.poll() if self.proc else None});\nstdout tail:\n"
-                        + "\n".join(self.lines[-20:]) + "\nstderr tail:\n"
-                        + "\n".join(self.stderr[-40:]))
-                self._cond.wait(min(remaining, 0.2))
+        assert self.output is not None
+        return self.output.wait_for(pattern, timeout, start, stdout=True)
 
     def wait_count(self, kind: str, count: int, timeout: float = 30.0) -> list[str]:
         """Wait until at least `count` `kind ...` lines were printed; returns their ids."""
+        assert self.output is not None
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self.output.cond:
             while True:
                 ids = [ln.split()[1] for ln in self.lines if ln.startswith(kind + " ")]
                 if len(ids) >= count:
@@ -268,7 +250,7 @@ class BridgeProcess:
                     raise AssertionError(
                         f"bridge_process printed {len(ids)} {kind!r} lines, expected {count};"
                         "\nstderr tail:\n" + "\n".join(self.stderr[-40:]))
-                self._cond.wait(0.2)
+                self.output.cond.wait(0.2)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: nothing in the process gets to run."""
@@ -277,8 +259,8 @@ class BridgeProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
-        for t in self._readers:
-            t.join(5)
+        if self.output is not None:
+            self.output.join()
 
     def quit(self, timeout: float = 20.0) -> int:
         """Clean shutdown through the `quit` command; killed if it does not exit in time."""
@@ -290,8 +272,8 @@ class BridgeProcess:
                 self.proc.wait(timeout)
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self.kill()
-        for t in self._readers:
-            t.join(5)
+        if self.output is not None:
+            self.output.join()
         return self.proc.returncode
 
     def close(self) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
+
+from tests.support.lines import LineCollector
 
 REPO = Path(__file__).resolve().parents[2]
 NEXO = REPO / "bin" / "nexo"
@@ -42,29 +41,15 @@ class RuntimeProcess:
         self.user = user
         self.argv = argv
         self.proc: subprocess.Popen[bytes] | None = None
-        self.lines: list[str] = []
-        self.stdout: list[str] = []
-        self._cond = threading.Condition()
-        self._readers: list[threading.Thread] = []
+        self.output: LineCollector | None = None
 
     def start(self) -> RuntimeProcess:
         argv = self.argv or [str(NEXO), "--config", str(self.config_dir), "start", *self.args]
         self.proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True,
                                      user=self.user)
-        for stream, sink in ((self.proc.stderr, self.lines), (self.proc.stdout, self.stdout)):
-            t = threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-            t.start()
-            self._readers.append(t)
+        self.output = LineCollector(self.proc, "the runtime")
         return self
-
-    def _read(self, stream: object, sink: list[str]) -> None:
-        for raw in stream:  # type: ignore[attr-defined]
-            with self._cond:
-                sink.append(raw.decode(errors="replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
 
     @property
     def pid(self) -> int:
@@ -72,38 +57,34 @@ class RuntimeProcess:
         return self.proc.pid
 
     @property
+    def lines(self) -> list[str]:
+        """Its stderr (the log) so far, one entry per line."""
+        return self.output.stderr if self.output else []
+
+    @property
+    def stdout(self) -> list[str]:
+        return self.output.stdout if self.output else []
+
+    @property
     def stderr(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
+        if self.output is None:
+            return ""
+        with self.output.cond:
+            return "\n".join(self.output.stderr)
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0, start: int = 0) -> str:
         """The first stderr line (from index `start`) matching the regex `pattern`."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[start:]:
-                    if rx.search(line):
-                        return line
-                exited = self.proc is not None and self.proc.poll() is not None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (exited and not any(t.is_alive() for t in self._readers)):
-                    raise AssertionError(
-                        f"no log line matching {pattern!r} within {timeout}s "
-                        f"(exit code {self.proc.poll() if self.proc else None}); stderr:\n"
-                        + "\n".join(self.lines[-60:])
-                    )
-                self._cond.wait(min(remaining, 0.2))
+        assert self.output is not None
+        return self.output.wait_for(pattern, timeout, start)
 
     def wait_ready(self, timeout: float = 30.0) -> RuntimeProcess:
         self.wait_for_log(r"nexo is running", timeout)
         return self
 
     def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
+        assert self.proc is not None and self.output is not None
         code = self.proc.wait(timeout)
-        for t in self._readers:
-            t.join(5)
+        self.output.join()
         return code
 
     def send_signal(self, sig: int) -> None:
@@ -135,5 +116,5 @@ class RuntimeProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
-        for t in self._readers:
-            t.join(5)
+        if self.output is not None:
+            self.output.join()
