@@ -15,7 +15,8 @@
     ├── WorkerError                an agent worker process failed to start / answer
     ├── DelegationError            agent-to-agent routing refused or timed out
     ├── ControlError               the CLI cannot talk to the daemon
-    │   └── DaemonNotRunningError
+    │   ├── DaemonNotRunningError
+    │   └── ControlBusyError       its accept backlog is full (retry)
     ├── SidecarError               the health/metrics server cannot start
     └── ExtensionError             an extension manifest, search path or id set is unusable
         ├── ManifestError          every problem of one plugin.toml
@@ -124,6 +125,10 @@ class ControlError(NexoError):
 
 class DaemonNotRunningError(ControlError):
     """No daemon answers on the control socket."""
+
+
+class ControlBusyError(ControlError):
+    """The control socket's accept backlog is full: the daemon is busy, try again."""
 
 
 class SidecarError(NexoError):

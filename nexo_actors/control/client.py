@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from nexo_actors.control.protocol import recv_frame, send_frame
-from nexo_actors.errors import ControlError, DaemonNotRunningError
+from nexo_actors.errors import ControlBusyError, ControlError, DaemonNotRunningError
 from nexo_actors.messages import ControlRequest, ErrorReply, ReplyUnion, decode_reply, encode_control
 
 
@@ -30,8 +30,9 @@ def request(sock_path: Path, message: ControlRequest, timeout: float = 5.0,
                     f"no running nexo{where}: nothing listens on {sock_path} (left by a stopped "
                     "instance)") from None
             except BlockingIOError:
-                raise ControlError(f"nexo{where} is not accepting control connections right now "
-                                   f"(its backlog on {sock_path} is full); try again") from None
+                raise ControlBusyError(f"nexo{where} is not accepting control connections right "
+                                       f"now (its backlog on {sock_path} is full); try again"
+                                       ) from None
             send_frame(sock, encode_control(message))
             data = recv_frame(sock)
     except TimeoutError:

@@ -32,7 +32,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexo_actors.control.client import request as control_request
-from nexo_actors.errors import ControlError, DaemonNotRunningError, MessageDecodeError, NexoError
+from nexo_actors.errors import (
+    ControlBusyError,
+    ControlError,
+    DaemonNotRunningError,
+    MessageDecodeError,
+    NexoError,
+)
 from nexo_actors.messages import ControlRequest, PingRequest, ReadyReply, ReadyRequest, ReplyUnion
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ def ask_runtime(sock: Path, message: ControlRequest, timeout: float) -> ReplyUni
             raise ControlError(f"nexo did not answer within {timeout:g}s on {sock}")
         try:
             return control_request(sock, message, timeout=remaining)
-        except BlockingIOError:
+        except ControlBusyError:
             time.sleep(min(CONNECT_RETRY, max(0.0, deadline - time.monotonic())))
 
 
