@@ -19,7 +19,6 @@ OUT = os.environ.get("NEXO_PROBE_DIR")
 _RUNTIME = bool(sys.argv) and ("nexo" in " ".join(sys.argv) or sys.argv[0] in ("-c", ""))
 
 if OUT and _RUNTIME:
-    import contextvars
     import threading
     import time
     from collections import deque
@@ -54,7 +53,7 @@ if OUT and _RUNTIME:
     try:
         from nexo_actors import supervisor
         from nexo_actors.agents import host, runtime, worker
-        from nexo_actors.bus import bridge, nats_link
+        from nexo_actors.bus import bridge, publisher
         from nexo_actors.messages import Deliver, Reply
     except Exception as exc:  # the runtime changed shape: no probe, no harm
         print(f"probe disabled: {exc!r}", file=sys.stderr)
@@ -86,8 +85,8 @@ if OUT and _RUNTIME:
         _wrap(host.AgentHost, "_on_reply", _point("host_reply", lambda s, r: r.event_id))
         _wrap(host.AgentHost, "_on_published",
               _point("inbox_done", lambda s, a, e, err: e))
-        _wrap(bridge.Bridge, "_start_publish",
-              _point("loop_pub", lambda s, t, e, d, inbound, done: inbound and inbound[0]))
+        _wrap(publisher.Publisher, "publish",
+              _point("loop_pub", lambda s, t, e, inbound=None, **k: inbound and inbound[0]))
         _wrap(runtime.AgentRuntime, "_finish", _point("w_reply", lambda s, e, r: e))
 
         def _send(orig: Any) -> Any:
@@ -111,24 +110,13 @@ if OUT and _RUNTIME:
         _wrap(host, "decode_frame", _decoder(Reply, "reader", lambda f: f.event_id))
         _wrap(worker, "decode_frame", _decoder(Deliver, "w_read", lambda f: f.event.id))
 
-        _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("probe", default=None)
-
-        def _publish_nats(orig: Any) -> Any:
-            async def wrapper(self: Any, ticket: Any, topic: str, event: Any, data: bytes,
-                              inbound: Any, done: Any) -> None:
-                if inbound:
-                    _current.set(inbound[0])
-                await orig(self, ticket, topic, event, data, inbound, done)
-                if inbound:
-                    rec(inbound[0], "confirmed")
-            return wrapper
-        _wrap(bridge.Bridge, "_publish_nats", _publish_nats)
-
         def _confirm(orig: Any) -> Any:
-            async def confirm(self: Any) -> None:
-                key = _current.get()
-                if key:
-                    rec(key, "written")  # nc.publish returned: the reply is in nats-py's buffer
-                await orig(self)
+            async def confirm(self: Any, sent: list[Any]) -> None:
+                keys = [item.inbound[0] for item in sent if item.inbound]
+                for key in keys:
+                    rec(key, "written")  # the batch is in nats-py's buffer, its flush pending
+                await orig(self, sent)
+                for key in keys:
+                    rec(key, "confirmed")
             return confirm
-        _wrap(nats_link.NatsLink, "confirm", _confirm)
+        _wrap(publisher.Publisher, "_confirm", _confirm)

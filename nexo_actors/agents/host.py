@@ -35,9 +35,9 @@ import pykka
 from prometheus_client import multiprocess
 
 from nexo_actors import metrics
+from nexo_actors.agents.delegation import Delegations, delegation_reply_subject
 from nexo_actors.agents.worker import worker_main
 from nexo_actors.bus.bridge import Bridge, mailbox_depth
-from nexo_actors.bus.subjects import ROUTE_PREFIX
 from nexo_actors.config.schema import Agent, AgentProcesses, Provider, ShortTerm
 from nexo_actors.errors import MessageDecodeError, NexoError
 from nexo_actors.messages import (
@@ -68,10 +68,8 @@ from nexo_actors.messages import (
     StateReport,
     Stop,
     ToolCall,
-    ToolResult,
     decode_frame,
     encode_frame,
-    new_event,
 )
 from nexo_actors.supervision import ChildRegistry, ChildState, RestartTracker, describe_exit
 
@@ -79,11 +77,6 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 # Frames handed to the actor per wake-up at most (they are already in memory).
 READ_BATCH = 256
-
-
-def delegation_reply_subject(agent_id: str, instance_id: str) -> str:
-    """Where answers to this runtime's delegations from `agent_id` come back."""
-    return f"{ROUTE_PREFIX}.{agent_id}.reply.{instance_id}"
 
 
 @dataclass
@@ -101,13 +94,6 @@ class AgentSlot:
 
     def __post_init__(self) -> None:
         self.processed_metric = metrics.MESSAGES_PROCESSED.labels(agent=self.agent.id)
-
-
-@dataclass
-class PendingDelegation:
-    call_id: str
-    target: str
-    timer: threading.Timer
 
 
 class AgentHost(pykka.ThreadingActor):
@@ -142,7 +128,7 @@ class AgentHost(pykka.ThreadingActor):
         self.recycling = False
         self.exited = threading.Event()
         self.ready = threading.Event()
-        self.delegations: dict[str, PendingDelegation] = {}
+        self.delegations = Delegations(bridge, instance_id, send=self._send, tell=self._tell)
         self.listeners: list[Any] = []
         self.ticker: threading.Thread | None = None
         self.ticking = threading.Event()
@@ -163,8 +149,7 @@ class AgentHost(pykka.ThreadingActor):
         self.ticking.clear()
         for cancel in self.listeners:
             cancel()
-        for pending in self.delegations.values():
-            pending.timer.cancel()
+        self.delegations.cancel_all()
         self._kill()
 
     def _tick_loop(self) -> None:
@@ -265,9 +250,9 @@ class AgentHost(pykka.ThreadingActor):
             case HostTick():
                 self._on_tick()
             case HostRouteReply(event=event):
-                self._on_route_reply(event)
+                self.delegations.answer(event)
             case HostToolTimeout(route_id=route_id):
-                self._on_delegation_timeout(route_id)
+                self.delegations.timed_out(route_id)
             case HostGiveUp(agent_id=agent_id, event_id=event_id):
                 self._give_up(agent_id, event_id)
             case HostReconfigure(agents=agents, providers=providers, short_term=short_term):
@@ -328,7 +313,7 @@ class AgentHost(pykka.ThreadingActor):
                 except NexoError as exc:
                     log.error("agent event not published", extra={"topic": topic, "error": str(exc)})
             case ToolCall():
-                self._on_tool_call(frame)
+                self.delegations.call(frame)
             case StateReport(agents=reports):
                 for report in reports:
                     if report.agent_id in self.slots:
@@ -371,45 +356,6 @@ class AgentHost(pykka.ThreadingActor):
             log.error("reply could not be made durable; the event stays open and is redelivered "
                       "at the next start", extra={"agent": agent_id, "event_id": event_id,
                                                  "error": error})
-
-    # --- delegation (the `delegate` tool lives here, next to the bus) --------
-
-    def _on_tool_call(self, call: ToolCall) -> None:
-        if call.tool != "delegate":
-            self._send(ToolResult(call_id=call.call_id, ok=False, error=f"unknown tool '{call.tool}'"))
-            return
-        target = str(call.args.get("agent", ""))
-        route = new_event(f"{ROUTE_PREFIX}.{target}",
-                          {"text": str(call.args.get("text", "")), "sender": call.agent_id},
-                          source=call.agent_id, session_id=str(call.args.get("session") or "") or None,
-                          reply_to=delegation_reply_subject(call.agent_id, self.instance_id))
-        timer = threading.Timer(call.timeout, self._tell, args=(HostToolTimeout(route_id=route.id),))
-        timer.daemon = True
-        self.delegations[route.id] = PendingDelegation(call.call_id, target, timer)
-        try:
-            self.bridge.publish(route.topic, route)
-        except NexoError as exc:
-            del self.delegations[route.id]
-            self._send(ToolResult(call_id=call.call_id, ok=False, error=f"delegation to '{target}' "
-                                  f"failed: {exc}"))
-            return
-        timer.start()
-
-    def _on_route_reply(self, event: Event) -> None:
-        pending = self.delegations.pop(event.correlation_id or "", None)
-        if pending is None:
-            return  # late (timed out already) or not ours
-        pending.timer.cancel()
-        self._send(ToolResult(call_id=pending.call_id, ok=True, result=event.text or ""))
-
-    def _on_delegation_timeout(self, route_id: str) -> None:
-        pending = self.delegations.pop(route_id, None)
-        if pending is None:
-            return
-        timeout = pending.timer.interval
-        self._send(ToolResult(call_id=pending.call_id, ok=False,
-                              error=f"delegation to '{pending.target}' timed out after {timeout:g}s "
-                                    "(is that agent running?)"))
 
     # --- supervision --------------------------------------------------------
 
