@@ -100,7 +100,8 @@ def test_second_sigterm_during_shutdown_ends_it_at_once(
     second = time.monotonic()
     rt.send_signal(signal.SIGTERM)
     assert rt.wait_exit(timeout=GRACE) == 0
-    assert time.monotonic() - second < 1.5, "the second signal did not cut the shutdown short"
+    # The orderly path would wait ~2.6 s for the frozen worker; the second signal kills it now.
+    assert time.monotonic() - second < 2.0, "the second signal did not cut the shutdown short"
     assert "second signal during shutdown" in rt.stderr
     with pytest.raises(ProcessLookupError):
         os.kill(worker.pid, 0)
