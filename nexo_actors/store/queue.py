@@ -223,13 +223,17 @@ class QueueStore(pykka.ThreadingActor):
         enqueued = self.enqueued_total - counters[2]
         if enqueued:
             metrics.DISK_QUEUE_ENQUEUED.inc(enqueued)
+        self._export(dead_categories)
+        _call_all(batch, results)
+        if self.pending != depth_before and self.on_depth is not None:
+            self.on_depth(self.pending)
+
+    def _export(self, dead_categories: list[str]) -> None:
+        """After a commit: count the new dead letters and publish the depths."""
         for category in dead_categories:
             metrics.DEAD_LETTERS_TOTAL.labels(reason=category).inc()
         metrics.DISK_QUEUE_PENDING.set(self.pending)
         metrics.DEAD_LETTERS.set(self.dead_letters)
-        _call_all(batch, results)
-        if self.pending != depth_before and self.on_depth is not None:
-            self.on_depth(self.pending)
 
     def _apply(self, db: apsw.Connection, cmd: StoreCommand, dead: list[str]) -> Any:
         match cmd:
@@ -359,10 +363,7 @@ class QueueStore(pykka.ThreadingActor):
                 db.execute("PRAGMA synchronous=FULL")
         if deleted:
             metrics.DISK_QUEUE_DRAINED.inc(deleted)
-        for category in categories:
-            metrics.DEAD_LETTERS_TOTAL.labels(reason=category).inc()
-        metrics.DISK_QUEUE_PENDING.set(self.pending)
-        metrics.DEAD_LETTERS.set(self.dead_letters)
+        self._export(categories)
         if self.on_depth is not None:
             self.on_depth(self.pending)
         return self.pending
