@@ -118,8 +118,11 @@ COPY conf /app/config
 COPY extensions /app/extensions
 
 # production = JSON log lines on stderr; unbuffered so `docker logs` is live.
+# NEXO_CONFIG: the config dir every `nexo` command uses without --config, so
+# `docker exec ... nexo dlq list` looks at the same data as the daemon.
 ENV AGENT_ENV=production \
     LOG_LEVEL=info \
+    NEXO_CONFIG=/app/config \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-DEFAULT_CONFIG = "./conf"
+# NEXO_CONFIG lets `docker compose exec nexo nexo dlq list` find the daemon's config.
+DEFAULT_CONFIG = os.environ.get("NEXO_CONFIG") or "./conf"
 # Every control request gets an answer (or an error) within this.
 CONTROL_TIMEOUT = 5.0
 # `nexo health`: each HTTP probe gets this long (/ready: the sidecar's
@@ -381,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and operate the nexo_actors runtime. With no command, runs the daemon.",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="DIR",
-                        help="configuration directory (default: ./conf)")
+                        help="configuration directory (default: $NEXO_CONFIG, else ./conf)")
     parser.add_argument("--version", action="version", version=f"nexo_actors {__version__}")
     parser.set_defaults(func=cmd_start, no_takeover=False)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -117,12 +117,13 @@ def main() -> int:
     args = parser.parse_args()
     setup(args.repo, args.data_owner, args.missing_secret)
     broker = start_nats(args.nats_server)
+    # The environment docker-compose.yml gives the service.
     env = {"PATH": f"{args.venv}/bin:/usr/bin:/bin", "AGENT_ENV": "production", "LOG_LEVEL": "info",
-           "HOME": "/app", "PYTHONUNBUFFERED": "1"}
+           "HOME": "/app", "PYTHONUNBUFFERED": "1", "NEXO_CONFIG": "/app/config/docker"}
+    as_user = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups"]
     # The image's entrypoint is `dumb-init -- nexo`; compose's command selects conf/docker.
     runtime = subprocess.Popen(
-        ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups",
-         str(args.venv / "bin" / "nexo"), "--config", "/app/config/docker"],
+        [*as_user, str(args.venv / "bin" / "nexo"), "--config", "/app/config/docker"],
         cwd="/app", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     report: dict[str, Any] = {"ready_codes": [], "health": None, "reply": None}
     try:
@@ -139,6 +140,15 @@ def main() -> int:
             report["health"] = http_status("http://127.0.0.1:8080/health")[0]
             report["reply"] = asyncio.run(ask_nats())
             report["metrics_status"] = http_status("http://127.0.0.1:9090/metrics")[0]
+            # The README's `docker compose exec nexo nexo ...` commands: same user,
+            # same environment, no --config.
+            report["exec"] = {}
+            for command in (["ext", "list"], ["dlq", "list"], ["send", "cli", "hello"],
+                            ["status"]):
+                done = subprocess.run([*as_user, str(args.venv / "bin" / "nexo"), *command],
+                                      cwd="/app", env=env, capture_output=True, text=True,
+                                      timeout=30)
+                report["exec"][" ".join(command)] = [done.returncode, done.stdout, done.stderr]
             started = time.monotonic()
             runtime.send_signal(signal.SIGTERM)
             runtime.wait(15)

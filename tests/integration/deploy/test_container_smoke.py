@@ -95,6 +95,14 @@ def test_the_stack_serves_answers_logs_json_without_secrets_and_stops_in_5s(imag
     assert report["health"] == 200
     assert report["metrics_status"] == 200
     assert report["reply"] == "echo: hi from the stack"
+    execs = report["exec"]
+    for command, (code, out, err) in execs.items():
+        assert code == 0, (command, err)
+        assert not any(secret in out + err for secret in report["secrets"]), command
+    assert "hello" in execs["ext list"][1] and " ok " in execs["ext list"][1]
+    assert "(no dead letters)" in execs["dlq list"][1]
+    assert execs["send cli hello"][1].strip() == "echo: hello"
+    assert "broker: nats" in execs["status"][1]
     assert report["exit_code"] == 0, logs
     assert report["stop_seconds"] < 5.0
     lines = [line for line in report["stderr"] if line.strip()]

@@ -127,6 +127,8 @@ def test_nexo_environment(nexo: dict[str, Any]) -> None:
     env = environment(nexo)
     assert env["LOG_LEVEL"] == "info"
     assert env["AGENT_ENV"] == "production"
+    # `docker compose exec nexo nexo ...` must use the daemon's config, not ./conf.
+    assert env["NEXO_CONFIG"] == "/app/config/docker"
 
 
 def test_nexo_has_1gb_of_shm_for_chromium(nexo: dict[str, Any]) -> None:

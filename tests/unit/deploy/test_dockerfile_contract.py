@@ -151,6 +151,8 @@ def test_production_environment(parser: DockerfileParser) -> None:
     assert env["AGENT_ENV"] == "production"
     assert env["LOG_LEVEL"] == "info"
     assert env["PYTHONUNBUFFERED"] == "1"
+    # Every `nexo` command in the container defaults to the image's config.
+    assert env["NEXO_CONFIG"] == "/app/config"
 
 
 def test_entrypoint_is_dumb_init_exec_form_and_cmd_selects_app_config(final: list[Instruction]) -> None:
