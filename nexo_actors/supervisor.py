@@ -118,7 +118,8 @@ class Supervisor(pykka.ThreadingActor):
         for worker_id, group in enumerate(assign(config.agents, max(1, sizing.processes))):
             host = AgentHost.start(worker_id, group, config.llm.providers, config.memory.short_term,
                                    config.runtime.agents, bridge=view.bridge_core, store=view.store,
-                                   instance_id=view.instance_id, children=view.children)
+                                   instance_id=view.instance_id, children=view.children,
+                                   stopping=self.stop_requested)
             view.hosts.append(host)
             for agent in group:
                 view.host_of[agent.id] = host

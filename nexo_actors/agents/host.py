@@ -99,10 +99,15 @@ class AgentSlot:
 class AgentHost(pykka.ThreadingActor):
     def __init__(self, worker_id: int, agents: list[Agent], providers: dict[str, Provider],
                  short_term: ShortTerm, settings: AgentProcesses, *, bridge: Bridge,
-                 store: pykka.ActorRef[Any], instance_id: str, children: ChildRegistry) -> None:
+                 store: pykka.ActorRef[Any], instance_id: str, children: ChildRegistry,
+                 stopping: threading.Event | None = None) -> None:
         super().__init__()
         self.worker_id = worker_id
         self.children = children
+        # The runtime's shutdown flag: once set, a worker that exits is never
+        # restarted, whether or not our HostStop has arrived yet (a second
+        # SIGTERM can kill workers before it does).
+        self.stopping = stopping or threading.Event()
         self.name = f"agent-worker-{worker_id}"
         self.slots = {a.id: AgentSlot(a) for a in agents}
         self.providers = providers
@@ -244,8 +249,8 @@ class AgentHost(pykka.ThreadingActor):
                 if generation == self.generation:
                     self._on_exit(exitcode)
             case HostSpawn(generation=generation):
-                if generation == self.generation and self.state in (ChildState.BACKOFF,
-                                                                    ChildState.FAILED):
+                if (generation == self.generation and not self.stopping.is_set()
+                        and self.state in (ChildState.BACKOFF, ChildState.FAILED)):
                     self._spawn()
             case HostTick():
                 self._on_tick()
@@ -383,18 +388,21 @@ class AgentHost(pykka.ThreadingActor):
             self.conn = None
         multiprocess_mark_dead(self.pid)
         self.children.discard(self.pid)
-        requeued = self._requeue_in_flight()
-        if self.state is ChildState.STOPPING and not self.recycling:
+        if (self.state is ChildState.STOPPING and not self.recycling) or self.stopping.is_set():
+            # Shutting down: what it held stays open in the journal for the next
+            # boot, and is not counted as a worker dying on those events.
             self.state = ChildState.STOPPED
             log.info("agent worker stopped", extra={"worker": self.worker_id, "exit": how})
             self.exited.set()
             return
         if self.recycling:
             self.recycling = False
+            self._requeue_in_flight(count_attempts=False)  # empty unless it died while draining
             log.info("agent worker recycled", extra={"worker": self.worker_id, "exit": how})
             self.exited.set()
             self._spawn()
             return
+        requeued = self._requeue_in_flight()
         self.exited.set()
         self.restarts += 1
         metrics.ACTOR_RESTARTS.labels(actor=self.name).inc()
@@ -416,8 +424,12 @@ class AgentHost(pykka.ThreadingActor):
         timer.daemon = True
         timer.start()
 
-    def _requeue_in_flight(self) -> int:
-        """A dead worker's unanswered events go first to its replacement."""
+    def _requeue_in_flight(self, count_attempts: bool = True) -> int:
+        """A dead worker's unanswered events go first to its replacement.
+
+        Each counts as an attempt (an event that kills every worker it meets
+        must not do so forever) unless the worker left on purpose.
+        """
         count = 0
         for slot in self.slots.values():
             events = list(slot.in_flight.values())
@@ -426,6 +438,8 @@ class AgentHost(pykka.ThreadingActor):
                 slot.backlog.appendleft((event, True))
             for event, _ in events:
                 count += 1
+                if not count_attempts:
+                    continue
                 self.store.tell(CountRedelivery(
                     event_id=event.id, agent_id=slot.agent.id,
                     max_attempts=self.settings.max_redeliveries,

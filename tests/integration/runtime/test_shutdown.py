@@ -103,6 +103,7 @@ def test_second_sigterm_during_shutdown_ends_it_at_once(
     # The orderly path would wait ~2.6 s for the frozen worker; the second signal kills it now.
     assert time.monotonic() - second < 2.0, "the second signal did not cut the shutdown short"
     assert "second signal during shutdown" in rt.stderr
+    assert "restarting in" not in rt.stderr, "a worker killed by the shutdown was restarted"
     with pytest.raises(ProcessLookupError):
         os.kill(worker.pid, 0)
 
