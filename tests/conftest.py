@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +12,36 @@ import pytest
 
 from tests.support.confdir import write_conf
 from tests.support.nats import NatsServer
-from tests.support.runtime import RuntimeProcess
+from tests.support.runtime import REPO, RuntimeProcess
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="session")
+def image_venv() -> Iterator[Path]:
+    """The package installed as the image's builder stage does it, usable by any uid.
+
+    Debian's python3, a venv in a world-readable directory, `pip install` of a
+    copy of the sources (no build byproducts land in the checkout). Tests that
+    run the runtime as another uid use it: the checkout and the test venv may
+    sit where that uid cannot read (a private home, a 0700 temp dir).
+    """
+    if not Path(DEBIAN_PYTHON).exists():
+        pytest.fail(f"{DEBIAN_PYTHON} (Debian's python3, the image's interpreter) is missing")
+    root = Path(tempfile.mkdtemp(prefix="nexo-image-venv-", dir="/tmp"))
+    root.chmod(0o755)
+    venv = root / "venv"
+    try:
+        subprocess.run([DEBIAN_PYTHON, "-m", "venv", str(venv)], check=True)
+        src = root / "src"
+        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "data", "tests", "bench", "__pycache__", "*.egg-info", "build"))
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-cache-dir", str(src)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield venv
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """Boot as a real process (SPEC §6): the unwritable-data-dir message for a
 non-root uid, and a normal boot that runs until SIGTERM/SIGINT and exits 0.
 
-The suite may run as root, whose writes nothing refuses, so the preflight
+The suite runs as root, whose writes nothing refuses, so the preflight
 failure is provoked as uid 65534 (nobody) against a root-owned 0755 data dir.
-That uid must be able to run the interpreter: `bin/nexo` when it can reach
-the venv's Python, else (e.g. the venv's Python lives under a private
-/root/.pyenv) the same package and site-packages on a system Python of the
-same version.
+That uid runs the package from the image-like venv (tests/conftest.py
+`image_venv`): the checkout and its .venv may sit where it cannot read.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,31 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.confdir import write_conf
-from tests.support.runtime import NEXO, REPO
 
 NOBODY = 65534
-
-
-def _runs_as(uid: int, argv: list[str]) -> bool:
-    try:
-        return subprocess.run([*argv, "-c", "pass"], user=uid, group=uid, extra_groups=[],
-                              capture_output=True, timeout=30).returncode == 0
-    except OSError:
-        return False
-
-
-def nexo_argv_for(uid: int) -> tuple[list[str], dict[str, str]]:
-    """How `uid` runs the CLI: the argv prefix and extra environment."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a command as another uid")
-    if _runs_as(uid, [sys.executable]):
-        return [str(NEXO)], {}
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (shutil.which(version), f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-        if candidate and Path(candidate).exists() and _runs_as(uid, [candidate]):
-            site = sysconfig.get_paths()["purelib"]
-            return [candidate, "-m", "nexo_actors.cli"], {"PYTHONPATH": f"{REPO}:{site}"}
-    pytest.skip(f"uid {uid} can run neither {sys.executable} nor a system {version}")
 
 
 @pytest.fixture
@@ -62,22 +35,28 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_as(uid: int, config_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    prefix, extra = nexo_argv_for(uid)
+def run_as(uid: int, venv: Path, config_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    require_root()
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_ENV", "PYTHONPATH")}
-    env.update({"LOG_LEVEL": "info", "HOME": str(cwd), **extra})
-    return subprocess.run([*prefix, "--config", str(config_dir), "start"], cwd=cwd, env=env,
-                          user=uid, group=uid, extra_groups=[], capture_output=True, text=True,
-                          timeout=60)
+    env.update({"LOG_LEVEL": "info", "HOME": str(cwd)})
+    return subprocess.run([str(venv / "bin" / "nexo"), "--config", str(config_dir), "start"],
+                          cwd=cwd, env=env, user=uid, group=uid, extra_groups=[],
+                          capture_output=True, text=True, timeout=60)
 
 
-def test_root_owned_data_dir_is_refused_for_an_unprivileged_uid(shared_dir: Path) -> None:
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to run the runtime as another uid (the suite runs as root in CI)")
+
+
+def test_root_owned_data_dir_is_refused_for_an_unprivileged_uid(shared_dir: Path,
+                                                                 image_venv: Path) -> None:
     data = shared_dir / "data"
     data.mkdir()
     data.chmod(0o755)
     conf = write_conf(shared_dir / "conf", data)
     assert data.stat().st_uid == 0
-    result = run_as(NOBODY, conf, shared_dir)
+    result = run_as(NOBODY, image_venv, conf, shared_dir)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert (f"data directory {data} is not writable by uid {NOBODY} (owner uid 0, mode 0755); "
@@ -89,13 +68,13 @@ def test_root_owned_data_dir_is_refused_for_an_unprivileged_uid(shared_dir: Path
 
 
 def test_missing_data_dir_under_a_root_owned_parent_says_it_cannot_be_created(
-        shared_dir: Path) -> None:
+        shared_dir: Path, image_venv: Path) -> None:
     parent = shared_dir / "srv"
     parent.mkdir()
     parent.chmod(0o755)
     data = parent / "data"
     conf = write_conf(shared_dir / "conf", data)
-    result = run_as(NOBODY, conf, shared_dir)
+    result = run_as(NOBODY, image_venv, conf, shared_dir)
     assert result.returncode == 1, result.stderr
     assert (f"cannot create data directory {data}: {parent} is not writable by uid {NOBODY} "
             f"(owner uid 0, mode 0755); on the host: sudo mkdir -p {data} && "
@@ -105,14 +84,15 @@ def test_missing_data_dir_under_a_root_owned_parent_says_it_cannot_be_created(
 
 
 @pytest.mark.slow
-def test_data_dir_owned_by_the_uid_passes_preflight(shared_dir: Path, start_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_data_dir_owned_by_the_uid_passes_preflight(shared_dir: Path, image_venv: Path,
+                                                    start_runtime) -> None:  # type: ignore[no-untyped-def]
     data = shared_dir / "data"
     data.mkdir()
     os.chown(data, NOBODY, NOBODY)
     conf = write_conf(shared_dir / "conf", data)
-    prefix, extra = nexo_argv_for(NOBODY)
-    rt = start_runtime(conf, cwd=shared_dir, user=NOBODY, env={"HOME": str(shared_dir), **extra},
-                       argv=[*prefix, "--config", str(conf), "start"])
+    require_root()
+    rt = start_runtime(conf, cwd=shared_dir, user=NOBODY, env={"HOME": str(shared_dir)},
+                       argv=[str(image_venv / "bin" / "nexo"), "--config", str(conf), "start"])
     rt.wait_ready()
     rt.send_signal(signal.SIGTERM)
     assert rt.wait_exit(10) == 0, rt.stderr
