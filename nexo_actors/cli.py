@@ -21,15 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from nexo_actors import __version__
 from nexo_actors.config import Config, load_config
 from nexo_actors.config import paths as config_paths
 from nexo_actors.config.load import parse_bind
 from nexo_actors.config.redact import redacted_dump
-from nexo_actors.config.schema import SidecarSettings
-from nexo_actors.config.validate import convert
 from nexo_actors.control.client import request
 from nexo_actors.errors import ConfigErrors, NexoError
 from nexo_actors.extensions.discovery import discover
@@ -46,6 +43,7 @@ from nexo_actors.messages import (
     StatusRequest,
     StopRequest,
 )
+from nexo_actors.sidecar import probe_host
 from nexo_actors.store.dlq import list_dead_letters, purge, replay
 
 EXIT_OK = 0
@@ -233,13 +231,8 @@ def _probe(url: str, timeout: float) -> dict[str, Any]:
 
 def _base_url(bind: str) -> str:
     host, port = parse_bind(bind)
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host in ("::", "[::]"):
-        host = "[::1]"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    host = probe_host(host)  # a wildcard bind is reached on loopback
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _key_counters(text: str) -> dict[str, Any]:
@@ -273,27 +266,8 @@ def _key_counters(text: str) -> dict[str, Any]:
     }
 
 
-def _sidecar_settings(config_dir: str) -> SidecarSettings:
-    """runtime.sidecar of a config dir; only runtime.yaml if another file is mid-edit."""
-    try:
-        return load_config(config_dir).runtime.sidecar
-    except ConfigErrors as exc:
-        # Like the other operator commands, `health` must work while the files
-        # on disk are being edited; it needs nothing but the sidecar's block.
-        path = Path(config_dir) / "runtime.yaml"
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        except (OSError, yaml.YAMLError):
-            raise exc from None
-        block = tree.get("sidecar", {}) if isinstance(tree, dict) else None
-        settings, errors = convert(block, SidecarSettings, str(path))
-        if settings is None or errors:
-            raise exc from None
-        return settings
-
-
 def cmd_health(args: argparse.Namespace) -> int:
-    sidecar = _sidecar_settings(args.config)
+    sidecar = config_paths.sidecar_settings(args.config)
     if not sidecar.enabled:
         print(f"nexo: the sidecar is disabled in {args.config}/runtime.yaml (sidecar.enabled: "
               "false); there is nothing to probe", file=sys.stderr)

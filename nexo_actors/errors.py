@@ -12,8 +12,6 @@
     │   └── IntakePausedError      disk queue full: new work is refused, not dropped
     ├── StoreError                 broker.db cannot be opened / written
     │   └── DeadLetterNotFoundError
-    ├── WorkerError                an agent worker process failed to start / answer
-    ├── DelegationError            agent-to-agent routing refused or timed out
     ├── ControlError               the CLI cannot talk to the daemon
     │   ├── DaemonNotRunningError
     │   └── ControlBusyError       its accept backlog is full (retry)
@@ -109,14 +107,6 @@ class StoreError(NexoError):
 
 class DeadLetterNotFoundError(StoreError):
     """`nexo dlq replay <id>` named an id that is not in dead_letters."""
-
-
-class WorkerError(NexoError):
-    """An agent worker process failed to start or stopped answering."""
-
-
-class DelegationError(NexoError):
-    """Agent-to-agent routing refused (not allowed) or timed out."""
 
 
 class ControlError(NexoError):

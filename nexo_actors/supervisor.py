@@ -26,7 +26,7 @@ import pykka
 from nexo_actors import metrics
 from nexo_actors.agents.host import AgentHost
 from nexo_actors.agents.sizing import size_workers
-from nexo_actors.bus.bridge import BrokerBridge, mailbox_depth
+from nexo_actors.bus.bridge import BrokerBridge
 from nexo_actors.bus.subjects import ROUTE_PREFIX, inbound_subjects
 from nexo_actors.config import load_config
 from nexo_actors.config.schema import Agent
@@ -292,7 +292,7 @@ class Supervisor(pykka.ThreadingActor):
     def _sample(self) -> None:
         metrics.MAIN_RSS.set(self.process.memory_info().rss)
         metrics.MAIN_CPU.set(self.process.cpu_percent(None))
-        metrics.ACTOR_MAILBOX_DEPTH.labels(actor="supervisor").set(mailbox_depth(self))
+        metrics.ACTOR_MAILBOX_DEPTH.labels(actor="supervisor").set(inbox_depth(self.actor_ref))
         metrics.ACTOR_UP.labels(actor="supervisor").set(1)
         for name, ref in (("queue-store", self.view.store), ("broker-bridge", self.view.bridge),
                           ("control-server", self.view.control)):

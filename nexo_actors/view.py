@@ -58,7 +58,7 @@ def ask(ref: pykka.ActorRef[Any], message: Any, timeout: float) -> Any:
 
 
 def inbox_depth(ref: pykka.ActorRef[Any] | None) -> int:
-    """Messages waiting in an actor's mailbox (a queue.Queue under ThreadingActor)."""
+    """Messages waiting in an actor's mailbox (pykka's queue.Queue, or the store's Mailbox)."""
     if ref is None or not ref.is_alive():
         return 0
     inbox: Any = ref.actor_inbox

@@ -37,7 +37,7 @@ from prometheus_client import multiprocess
 from nexo_actors import metrics
 from nexo_actors.agents.delegation import Delegations, delegation_reply_subject
 from nexo_actors.agents.worker import worker_main
-from nexo_actors.bus.bridge import Bridge, mailbox_depth
+from nexo_actors.bus.bridge import Bridge
 from nexo_actors.config.schema import Agent, AgentProcesses, Provider, ShortTerm
 from nexo_actors.errors import MessageDecodeError, NexoError
 from nexo_actors.messages import (
@@ -72,6 +72,7 @@ from nexo_actors.messages import (
     encode_frame,
 )
 from nexo_actors.supervision import ChildRegistry, ChildState, RestartTracker, describe_exit
+from nexo_actors.view import inbox_depth
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -504,7 +505,7 @@ class AgentHost(pykka.ThreadingActor):
         uptime = time.monotonic() - self.started_at if up else 0.0
         records = [ActorState(
             name=self.name, kind="AgentHost", pid=self.pid, status=self.state.status,
-            mailbox_depth=mailbox_depth(self), restarts=self.restarts, last_error=self.last_error,
+            mailbox_depth=inbox_depth(self.actor_ref), restarts=self.restarts, last_error=self.last_error,
             uptime_s=round(uptime, 3), rss_bytes=self.rss, cpu_percent=self.cpu,
             details={"agents": ",".join(self.slots), "generation": self.generation,
                      "backlog": sum(len(s.backlog) for s in self.slots.values()),

@@ -55,6 +55,7 @@ from nexo_actors.messages import (
     parse_inbound,
 )
 from nexo_actors.resilience import BreakerState, CircuitBreaker
+from nexo_actors.view import inbox_depth
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +182,6 @@ class Bridge:
         self._local_subs[agent_id] = subs
         if self.link is not None:
             asyncio.run_coroutine_threadsafe(self._subscribe_agent(agent_id), self.loop).result(10)
-
-    def detach(self, agent_id: str) -> None:
-        with self._lock:
-            self.routes.pop(agent_id, None)
-        for sub in self._local_subs.pop(agent_id, []):
-            sub.unsubscribe()
-        if self.link is not None:
-            asyncio.run_coroutine_threadsafe(self._unsubscribe_agent(agent_id), self.loop).result(10)
 
     def listen(self, subject: str, handler: EventHandler) -> Callable[[], None]:
         """A plain subscription (replies for `nexo send`, delegation answers); no journal.
@@ -451,12 +444,6 @@ async def _quiet_unsubscribe(sub: Subscription) -> None:
         log.debug("unsubscribe failed", extra={"error": repr(exc)})
 
 
-def mailbox_depth(actor: pykka.Actor) -> int:
-    """Messages waiting for an actor (its inbox is a queue.Queue under ThreadingActor)."""
-    inbox: Any = actor.actor_inbox
-    return int(inbox.qsize())
-
-
 class BrokerBridge(pykka.ThreadingActor):
     """The actor face of the Bridge: lifecycle, agent attachment, state records."""
 
@@ -473,9 +460,6 @@ class BrokerBridge(pykka.ThreadingActor):
     def attach(self, agent_id: str, subjects: list[str]) -> None:
         self.core.attach(agent_id, subjects)
 
-    def detach(self, agent_id: str) -> None:
-        self.core.detach(agent_id)
-
     def stop_intake(self) -> None:
         self.core.stop_intake()
 
@@ -489,7 +473,7 @@ class BrokerBridge(pykka.ThreadingActor):
         return ActorState(
             name="broker-bridge", kind="BrokerBridge", pid=os.getpid(),
             status="degraded" if degraded else "running",
-            mailbox_depth=mailbox_depth(self),
+            mailbox_depth=inbox_depth(self.actor_ref),
             last_error=str(details.get("last_error") or ""),
             uptime_s=round(time.monotonic() - self.started, 3), details=details)
 

@@ -73,8 +73,6 @@ class Config:
     def metrics_dir(self) -> Path:
         return self.run_dir / "metrics"
 
-    def agent(self, agent_id: str) -> s.Agent | None:
-        return next((a for a in self.agents if a.id == agent_id), None)
 
 
 def display(path: Path, cwd: Path) -> str:

@@ -1,9 +1,10 @@
-"""Where a config dir's runtime keeps its socket and queue, without a full load.
+"""What operator commands need from a config dir, without a full load.
 
-Operator commands (`nexo status`, `nexo reload`, `nexo dlq ...`) must work
-while the files on disk are being edited, even into an invalid state: they
-only need two paths, so they read just those two fields. A file that cannot
-even give them falls back to the full load, whose errors name the problem.
+Operator commands (`nexo status`, `nexo reload`, `nexo dlq ...`, `nexo
+health`) must work while the files on disk are being edited, even into an
+invalid state: they need only the control socket, the queue's path or the
+sidecar's binds, so they read just those. A file that cannot even give them
+falls back to the full load, whose errors name the problem.
 """
 
 from __future__ import annotations
@@ -17,21 +18,30 @@ import yaml
 from nexo_actors.config import schema as s
 from nexo_actors.config.interpolate import Interpolator
 from nexo_actors.config.load import Config, load_config
-from nexo_actors.errors import ConfigError
+from nexo_actors.config.validate import convert
+from nexo_actors.errors import ConfigError, ConfigErrors
+
+_MISSING = object()
 
 
-def _field(config_dir: Path, file: str, keys: list[str], default: str, cwd: Path) -> str | None:
+def _node(config_dir: Path, file: str, keys: list[str], default: Any) -> Any:
+    """The raw YAML value at `keys` of `file` (`default` when absent), `_MISSING` if unreadable."""
     path = config_dir / file
     if not path.is_file():
         return default
     try:
         node: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return None
+        return _MISSING
     for key in keys:
         if not isinstance(node, dict):
-            return None
+            return _MISSING
         node = node.get(key, default if key == keys[-1] else {})
+    return node
+
+
+def _field(config_dir: Path, file: str, keys: list[str], default: str, cwd: Path) -> str | None:
+    node = _node(config_dir, file, keys, default)
     if not isinstance(node, str):
         return None
     errors: list[ConfigError] = []
@@ -63,6 +73,20 @@ def queue_db(config_dir: str | Path, cwd: Path | None = None) -> Path:
         return _full(config_dir).queue_db
     path = _resolve(raw, cwd)
     return path / "broker.db" if raw.endswith("/") or path.is_dir() else path
+
+
+def sidecar_settings(config_dir: str | Path, cwd: Path | None = None) -> s.SidecarSettings:
+    """runtime.sidecar of this config dir: from the full load, else runtime.yaml alone."""
+    try:
+        return _full(config_dir).runtime.sidecar
+    except ConfigErrors as exc:
+        root = _resolve(str(config_dir), cwd or Path.cwd())
+        block = _node(root, "runtime.yaml", ["sidecar"], {})
+        settings, errors = (None, [None]) if block is _MISSING else convert(
+            block, s.SidecarSettings, str(root / "runtime.yaml"))
+        if settings is None or errors:
+            raise exc from None
+        return settings
 
 
 def _full(config_dir: str | Path) -> Config:

@@ -43,3 +43,12 @@ def bind_error(bind: str) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def probe_host(host: str) -> str:
+    """Where to connect for a bind address (a wildcard bind is reached on loopback)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host.strip("[]")

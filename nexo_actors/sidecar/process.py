@@ -38,7 +38,7 @@ from nexo_actors import metrics
 from nexo_actors.config.load import Config, parse_bind
 from nexo_actors.errors import SidecarError
 from nexo_actors.messages import ActorState
-from nexo_actors.sidecar import EXIT_PORT_IN_USE, bind_error
+from nexo_actors.sidecar import EXIT_PORT_IN_USE, bind_error, probe_host
 from nexo_actors.supervision import ChildRegistry, ChildState, RestartTracker, describe_exit
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,6 @@ class _Child:
     proc: subprocess.Popen[bytes]
     started_at: float = field(default_factory=time.monotonic)
     exited: threading.Event = field(default_factory=threading.Event)
-
-
-def probe_host(host: str) -> str:
-    """Where to connect for a bind address (a wildcard bind is reached on loopback)."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "::1"
-    return host.strip("[]")
 
 
 class SidecarProcess:
